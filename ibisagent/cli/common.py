@@ -1,0 +1,85 @@
+"""What the CLI commands share: error reporting, tool options, JSONL output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ibisagent.errors import IbisInputError
+
+ToolOpt = Annotated[
+    str,
+    typer.Option(
+        "--tool", help="Segmentation tool: litemedsam, litemedsam:original, litemedsam:PATH.pt, sam2:CFG:CKPT"
+    ),
+]
+StrategyOpt = Annotated[
+    str,
+    typer.Option(help="LiteMedSAM prompt strategy: points, points+prior, box, box+points, box+points+prior"),
+]
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run_guarded(fn, *args, **kwargs):
+    """Run a command body: user errors become one line on stderr and exit code 2."""
+    try:
+        return fn(*args, **kwargs)
+    except IbisInputError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if os.environ.get("IBISAGENT_DEBUG"):
+            raise
+        fail(f"{exc.__class__.__name__}: {exc} (set IBISAGENT_DEBUG=1 for the traceback)", 1)
+
+
+def make_tool_from_opts(tool: str, strategy: str):
+    from ibisagent.tools import make_tool
+
+    kwargs = {"strategy": strategy} if tool.startswith("litemedsam") else {}
+    return make_tool(tool, **kwargs)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file; a torn last line (from an interrupted run) is ignored."""
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class JsonlAppender:
+    """Append rows one line at a time, flushed and fsynced, so a crash loses at most one row."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._fh.write(json.dumps(row) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()

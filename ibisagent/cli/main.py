@@ -1,0 +1,32 @@
+"""The `ibisagent` command line. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from ibisagent import __version__
+from ibisagent.cli import click, simulate
+
+app = typer.Typer(
+    help="ibisagent: segment biomedical objects from a text query by reasoning and clicking.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(simulate.app)
+app.add_typer(click.app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version")):
+    pass
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,7 @@
+"""The IBISAgent MDP: protocol, overlay, episode records and the environment."""
+
+from ibisagent.env.env import IbisEnv, Observation
+from ibisagent.env.episode import Episode, StepRecord
+from ibisagent.env.protocol import Action, format_response, parse_response
+
+__all__ = ["Action", "Episode", "IbisEnv", "Observation", "StepRecord", "format_response", "parse_response"]

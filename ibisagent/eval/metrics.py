@@ -1,0 +1,84 @@
+"""Segmentation metrics, the only place they are computed.
+
+Masks are H x W bool arrays (True = target). Conventions for empty masks: IoU and Dice of two
+empty masks are 1.0 (nothing to find, nothing found); precision of an empty prediction is 1.0 and
+recall against an empty target is 1.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+NOC_THRESHOLDS = (0.80, 0.85, 0.90)
+
+
+def _counts(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int]:
+    pred = np.asarray(pred, bool)
+    gt = np.asarray(gt, bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"mask shapes differ: {pred.shape} vs {gt.shape}")
+    tp = int(np.count_nonzero(pred & gt))
+    return tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(gt)) - tp
+
+
+def iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    tp, fp, fn = _counts(pred, gt)
+    return 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn)
+
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    tp, fp, fn = _counts(pred, gt)
+    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def precision(pred: np.ndarray, gt: np.ndarray) -> float:
+    tp, fp, _ = _counts(pred, gt)
+    return 1.0 if tp + fp == 0 else tp / (tp + fp)
+
+
+def recall(pred: np.ndarray, gt: np.ndarray) -> float:
+    tp, _, fn = _counts(pred, gt)
+    return 1.0 if tp + fn == 0 else tp / (tp + fn)
+
+
+def mask_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """IoU, Dice, precision and recall in one pass."""
+    tp, fp, fn = _counts(pred, gt)
+    if tp + fp + fn == 0:
+        return {"iou": 1.0, "dice": 1.0, "precision": 1.0, "recall": 1.0}
+    return {
+        "iou": tp / (tp + fp + fn),
+        "dice": 2 * tp / (2 * tp + fp + fn),
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+        "recall": tp / (tp + fn) if tp + fn else 1.0,
+    }
+
+
+def noc(ious_per_click: Sequence[float], threshold: float, max_clicks: int = 20) -> int:
+    """Number of clicks to reach IoU >= threshold; `max_clicks` when never reached (the
+    interactive-segmentation convention). ious_per_click[k] is the IoU after k + 1 clicks."""
+    for k, v in enumerate(ious_per_click[:max_clicks]):
+        if v >= threshold:
+            return k + 1
+    return max_clicks
+
+
+def iou_at(ious_per_click: Sequence[float], k: int) -> float:
+    """IoU after k clicks; an episode that stopped earlier keeps its last IoU (0 if no click)."""
+    if not ious_per_click:
+        return 0.0
+    return float(ious_per_click[min(k, len(ious_per_click)) - 1])
+
+
+def summarize_curves(curves: Sequence[Sequence[float]], ks=(1, 3, 5, 10, 20), max_clicks: int = 20) -> dict:
+    """Mean IoU after k clicks and mean NoC@80/85/90 over episodes' IoU-per-click curves."""
+    n = len(curves)
+    if n == 0:
+        return {"n": 0, "mean_iou_at": {}, "noc": {}}
+    return {
+        "n": n,
+        "mean_iou_at": {str(k): float(np.mean([iou_at(c, k) for c in curves])) for k in ks},
+        "noc": {str(round(t * 100)): float(np.mean([noc(c, t, max_clicks) for c in curves])) for t in NOC_THRESHOLDS},
+    }

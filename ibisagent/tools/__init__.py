@@ -1,0 +1,29 @@
+"""Promptable segmentation tools: embed once, answer many click prompts."""
+
+from __future__ import annotations
+
+from ibisagent.tools.base import Embedding, EmbeddingCache, SegmentationTool, ToolResult
+
+
+def make_tool(spec: str = "litemedsam", **kwargs) -> SegmentationTool:
+    """Build a tool from a short spec: "litemedsam", "litemedsam:original", "sam2:CONFIG:CKPT"."""
+    from ibisagent.errors import IbisInputError
+
+    name, _, rest = spec.partition(":")
+    if name == "litemedsam":
+        from ibisagent.tools.litemedsam import LiteMedSAMTool
+
+        if rest:
+            kwargs.setdefault("weights", rest)
+        return LiteMedSAMTool(**kwargs)
+    if name == "sam2":
+        from ibisagent.tools.sam2 import SAM2Tool
+
+        config, _, ckpt = rest.partition(":")
+        if not config or not ckpt:
+            raise IbisInputError(spec, "expected sam2:CONFIG.yaml:CHECKPOINT.pt")
+        return SAM2Tool(config=config, checkpoint=ckpt, **kwargs)
+    raise IbisInputError(spec, "unknown tool; use litemedsam[:clicks|original|PATH] or sam2:CONFIG:CKPT")
+
+
+__all__ = ["Embedding", "EmbeddingCache", "SegmentationTool", "ToolResult", "make_tool"]

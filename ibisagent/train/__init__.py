@@ -1,0 +1,1 @@
+"""Training: the segmentation tool's click path, and (with extras) the agent policies."""

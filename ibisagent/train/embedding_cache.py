@@ -1,0 +1,56 @@
+"""Image embeddings cached on disk, so training pays for the frozen encoder once per image."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from ibisagent.errors import IbisInputError
+from ibisagent.io.images import atomic_write_bytes
+
+
+def cache_path(cache_dir: Path, image_path: Path) -> Path:
+    import hashlib
+
+    st = image_path.stat()
+    key = hashlib.sha1(f"{image_path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:20]
+    return cache_dir / f"{key}.pt"
+
+
+def embed_images(tool, image_paths: list[Path], cache_dir: Path, progress=None) -> dict[Path, Path | str]:
+    """Encode each image once (skipping those already cached); returns path -> cache file, or
+    path -> error text for an unreadable image (counted, not fatal)."""
+    import torch
+
+    from ibisagent.io.images import load_image
+    from ibisagent.tools.litemedsam import preprocess
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    out: dict[Path, Path | str] = {}
+    for p in image_paths:
+        dest = cache_path(cache_dir, p)
+        if not dest.exists():
+            try:
+                image = load_image(p)
+            except IbisInputError as exc:
+                out[p] = str(exc)
+                if progress:
+                    progress()
+                continue
+            x, input_size = preprocess(image)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                feats = tool.net.image_encoder(x).contiguous()
+            buf = io.BytesIO()
+            torch.save({"features": feats[0].half(), "input_size": input_size, "original_size": image.shape[:2]}, buf)
+            atomic_write_bytes(dest, buf.getvalue())
+        out[p] = dest
+        if progress:
+            progress()
+    return out
+
+
+def load_embedding(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
