@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,31 +29,69 @@ MODALITY_WORDS = {
 }
 
 
+Loader = Callable[[], "tuple[np.ndarray, np.ndarray | None]"]
+
+
 @dataclass(frozen=True)
 class Sample:
-    """One image/target pair. `mask` None means the target's mask is unknown."""
+    """One image/target pair. `mask` None means the target's mask is unknown.
+
+    File-backed by default (`image`, `mask` are paths). Samples cut from volumes or decoded
+    from run-length masks carry a `loader` instead, called by `load()`; `image` then names the
+    source file (the volume, the manifest image) and `frame` says which part of it (e.g.
+    "axial:090"), so ids stay unique. `negative` marks a sample whose target is absent on
+    purpose (its mask is empty); an empty mask on a sample not marked negative is a data error.
+    """
 
     image: Path
     mask: Path | None
     structure: str
     modality: str = "unknown"
     origin: str = ""
+    frame: str = ""
+    negative: bool = False
+    loader: Loader | None = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
-        return (
-            f"{self.origin}/{self.image.stem}/{self.structure}"
-            if self.origin
-            else f"{self.image.stem}/{self.structure}"
-        )
+        stem = f"{self.image.stem}@{self.frame}" if self.frame else self.image.stem
+        return f"{self.origin}/{stem}/{self.structure}" if self.origin else f"{stem}/{self.structure}"
+
+    @property
+    def image_key(self) -> str:
+        """What identifies the underlying image (all slices of a volume share one key)."""
+        return f"{self.origin}/{self.image.name}"
 
     def load(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """(H x W x 3 uint8 image, H x W bool mask or None)."""
-        from ibisagent.io.images import load_image, load_mask
+        """(H x W x 3 uint8 image, H x W bool mask or None). Bad files raise IbisInputError."""
+        if self.loader is not None:
+            return self.loader()
+        from ibisagent.data.masks import read_mask
+        from ibisagent.io.images import load_image
 
         image = load_image(self.image)
-        mask = None if self.mask is None else load_mask(self.mask, shape=image.shape[:2])
+        mask = None if self.mask is None else read_mask(self.mask, shape=image.shape[:2])
         return image, mask
+
+    @classmethod
+    def from_arrays(
+        cls,
+        image: np.ndarray,
+        mask: np.ndarray | None,
+        structure: str,
+        modality: str = "unknown",
+        origin: str = "",
+        name: str = "array",
+        frame: str = "",
+        negative: bool = False,
+    ) -> Sample:
+        """A sample over in-memory arrays (image H x W [x 3], any dtype; mask H x W, binary)."""
+        from ibisagent.data.masks import mask_from_array
+        from ibisagent.io.images import to_rgb_uint8
+
+        img = to_rgb_uint8(image, what=name)
+        m = None if mask is None else mask_from_array(mask, what=name, shape=img.shape[:2])
+        return cls(Path(name), None, structure, modality, origin, frame, negative, loader=lambda: (img, m))
 
 
 def guess_modality(image_name: str) -> str:
@@ -68,7 +107,19 @@ def guess_modality(image_name: str) -> str:
 
 
 def read_pairs_csv(path: str | Path) -> list[Sample]:
-    """Samples of a `pairs.csv`. Errors name the file and the line."""
+    """Samples of a `pairs.csv`. The first bad row raises an error naming the file and the line."""
+    samples, problems = parse_pairs_csv(path)
+    if problems:
+        raise IbisInputError(*problems[0])
+    return samples
+
+
+def parse_pairs_csv(path: str | Path) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """(samples, problems) of a `pairs.csv`; a problem is ("FILE:LINE", what is wrong).
+
+    A file that cannot be read at all raises IbisInputError; a bad row is a problem and the
+    other rows still load. Files named in a row are not opened here.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "pairs.csv"
@@ -85,18 +136,20 @@ def read_pairs_csv(path: str | Path) -> list[Sample]:
     need = {"image", "mask", "structure"}
     if not need <= set(rows[0]):
         raise IbisInputError(path, f"expected columns image,mask,structure[,modality]; got {','.join(rows[0])}")
-    samples = []
+    samples, problems = [], []
     for i, row in enumerate(rows, start=2):
-        if not row["image"] or not row["structure"]:
-            raise IbisInputError(f"{path}:{i}", "empty image or structure")
+        if not (row["image"] or "").strip() or not (row["structure"] or "").strip():
+            problems.append((f"{path}:{i}", "empty image or structure"))
+            continue
         modality = (row.get("modality") or "").strip() or guess_modality(row["image"])
+        mask = (row["mask"] or "").strip()
         samples.append(
             Sample(
-                image=root / row["image"],
-                mask=root / row["mask"] if row["mask"] else None,
+                image=root / row["image"].strip(),
+                mask=root / mask if mask else None,
                 structure=row["structure"].strip(),
                 modality=modality,
                 origin=root.name,
             )
         )
-    return samples
+    return samples, problems

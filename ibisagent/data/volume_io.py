@@ -1,0 +1,199 @@
+"""3D volumes (NIfTI, DICOM series) as a stack of correctly oriented 2D slices, and back.
+
+Voxels are held in the closest RAS+ orientation (axis 0 towards patient Right, 1 Anterior,
+2 Superior) as a *view* of the stored array (no copy, stored dtype, scaling applied per slice).
+A slice comes out as the radiological display a viewer shows (rows x columns):
+
+- axial (axis 2):    top = anterior,  left of the image = patient right
+- coronal (axis 1):  top = superior,  left of the image = patient right
+- sagittal (axis 0): top = superior,  left of the image = anterior
+
+i.e. display = canonical_plane.T[::-1, ::-1] for every axis. `Volume.native(...)` maps a
+canonical-order array back to the stored voxel order, so a mask written with the input's affine
+and header lies exactly over the original in 3D Slicer / ITK-SNAP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ibisagent.errors import IbisInputError
+
+AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _nib():
+    try:
+        import nibabel
+    except ImportError:
+        raise IbisInputError("nibabel", "volumes need the volumes extra: pip install 'ibisagent[volumes]'") from None
+    return nibabel
+
+
+def axis_index(axis: str | int) -> int:
+    if isinstance(axis, int) and axis in (0, 1, 2):
+        return axis
+    if axis not in AXES:
+        raise IbisInputError(axis, f"unknown slice axis; choose one of {', '.join(AXES)}")
+    return AXES[axis]
+
+
+def is_volume_path(path: str | Path) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+@dataclass
+class Volume:
+    """A 3D scan. `data`: canonical RAS-ordered view (X, Y, Z) of the stored voxels, unscaled;
+    intensity = data * slope + inter. `affine`/`header`: the input's, for writing masks back.
+    `ornt`: nibabel orientation transform from stored order to canonical order."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: object | None
+    ornt: np.ndarray
+    source: str
+    modality: str = "unknown"
+    slope: float = 1.0
+    inter: float = 0.0
+
+    @property
+    def native_shape(self) -> tuple[int, ...]:
+        from nibabel.orientations import apply_orientation, ornt_transform
+
+        inv = ornt_transform(_ras(), self.ornt)
+        return apply_orientation(np.empty(self.data.shape, dtype=bool), inv).shape
+
+    def n_slices(self, axis: str | int) -> int:
+        return self.data.shape[axis_index(axis)]
+
+    def plane(self, axis: str | int, k: int) -> np.ndarray:
+        """Stored values of slice k (display orientation, stored dtype, a view)."""
+        a = axis_index(axis)
+        if not 0 <= k < self.data.shape[a]:
+            raise IbisInputError(self.source, f"slice {k} outside 0..{self.data.shape[a] - 1} along {axis}")
+        return display(self.data[plane_index(a, k)])
+
+    def intensity(self, axis: str | int, k: int) -> np.ndarray:
+        """H x W float32 intensities (e.g. HU for CT) of slice k in display orientation."""
+        s = self.plane(axis, k).astype(np.float32)
+        if self.slope != 1.0 or self.inter != 0.0:
+            s = s * np.float32(self.slope) + np.float32(self.inter)
+        return s
+
+    def window_range(self, window: str = "auto") -> tuple[float, float]:
+        """(low, high) in intensity units for a window name (see `windowing.resolve_window`);
+        percentiles are taken on the stored values and scaled like the voxels."""
+        from ibisagent.data.windowing import resolve_window
+
+        low, high = resolve_window(self.data, window, self.modality)
+        if window == "percentile" or (window == "auto" and not self.modality.upper().startswith("CT")):
+            low, high = sorted((low * self.slope + self.inter, high * self.slope + self.inter))
+        return low, high
+
+    def native(self, canonical: np.ndarray) -> np.ndarray:
+        """A canonical-order (X, Y, Z) array in the stored voxel order (a view)."""
+        from nibabel.orientations import apply_orientation, ornt_transform
+
+        return apply_orientation(canonical, ornt_transform(_ras(), self.ornt))
+
+
+def plane_index(axis: int, k: int) -> tuple:
+    """Index that picks plane k along `axis` as a view (np.take would copy the volume)."""
+    return tuple(k if i == axis else slice(None) for i in range(3))
+
+
+def display(plane: np.ndarray) -> np.ndarray:
+    """Canonical 2D plane -> display orientation (rows, columns); a view."""
+    return plane.T[::-1, ::-1]
+
+
+def from_display(image2d: np.ndarray) -> np.ndarray:
+    """Inverse of `display`."""
+    return image2d[::-1, ::-1].T
+
+
+def _ras() -> np.ndarray:
+    from nibabel.orientations import axcodes2ornt
+
+    return axcodes2ornt(("R", "A", "S"))
+
+
+def from_spatial_image(img, source: str, modality: str = "unknown", allow_no_affine: bool = False) -> Volume:
+    """Volume over a nibabel spatial image (NIfTI loaded from disk or built in memory)."""
+    nib = _nib()
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    header = img.header
+    if isinstance(header, nib.Nifti1Header) and not allow_no_affine:
+        if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
+            raise IbisInputError(
+                source,
+                "NIfTI has no affine (qform_code = sform_code = 0), so left/right and orientation are "
+                "unknown; fix the header, or allow it explicitly (allow_no_affine / --allow-no-affine)",
+            )
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise IbisInputError(source, f"expected a 3D volume, got shape {tuple(img.shape)}")
+    dataobj = img.dataobj
+    if hasattr(dataobj, "get_unscaled"):
+        raw = np.asanyarray(dataobj.get_unscaled())
+        slope = float(dataobj.slope) if np.isfinite(dataobj.slope) and dataobj.slope != 0 else 1.0
+        inter = float(dataobj.inter) if np.isfinite(dataobj.inter) else 0.0
+    else:
+        raw, slope, inter = np.asanyarray(dataobj), 1.0, 0.0
+    raw = raw.reshape(shape)
+    if not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool) or np.iscomplexobj(raw):
+        raise IbisInputError(source, f"unsupported voxel type {raw.dtype}")
+    affine = np.asarray(img.affine if img.affine is not None else np.eye(4), float)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise IbisInputError(source, "the affine is singular or not finite; cannot orient the volume")
+    ornt = io_orientation(affine)
+    return Volume(apply_orientation(raw, ornt), affine, header, ornt, source, modality, slope, inter)
+
+
+def load_volume(
+    path, modality: str = "unknown", allow_no_affine: bool = False, series_uid: str | None = None
+) -> Volume:
+    """A NIfTI file, a DICOM series folder, or a nibabel image object -> Volume."""
+    nib = _nib()
+    if hasattr(path, "dataobj") and hasattr(path, "affine"):
+        return from_spatial_image(path, "volume", modality, allow_no_affine)
+    path = Path(path)
+    if path.is_dir():
+        from ibisagent.data.dicom import load_dicom_series
+
+        return load_dicom_series(path, series_uid=series_uid)
+    if not path.exists():
+        raise IbisInputError(path, "no such file")
+    if not is_volume_path(path):
+        raise IbisInputError(path, "expected a NIfTI file (.nii, .nii.gz) or a DICOM series folder")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for corrupt or foreign files
+        raise IbisInputError(path, f"cannot read NIfTI ({exc.__class__.__name__}: {exc})") from None
+    return from_spatial_image(img, str(path), modality, allow_no_affine)
+
+
+def load_label_map(source, like: Volume, allow_no_affine: bool = False) -> np.ndarray:
+    """Integer label map (canonical view, same grid as `like`), from a file or nibabel image."""
+    lab = load_volume(source, allow_no_affine=allow_no_affine)
+    if lab.data.shape != like.data.shape:
+        raise IbisInputError(
+            lab.source, f"label map shape {lab.native_shape} differs from the image's {like.native_shape}"
+        )
+    if not np.allclose(lab.affine, like.affine, atol=1e-3):
+        raise IbisInputError(lab.source, "label map affine differs from the image's (not on the same voxel grid)")
+    data = lab.data
+    if np.issubdtype(data.dtype, np.floating):
+        step = max(1, data.size // 1_000_000)
+        sample = data.reshape(-1)[::step]
+        if not np.all(np.mod(sample, 1) == 0):
+            raise IbisInputError(lab.source, "label map has non-integer values (a probability map?)")
+    return data
