@@ -6,6 +6,7 @@ import typer
 
 from ibisagent import __version__
 from ibisagent.cli import click, simulate
+from ibisagent.cli import serve as serve_cli
 
 app = typer.Typer(
     help="ibisagent: segment biomedical objects from a text query by reasoning and clicking.",
@@ -15,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(simulate.app)
 app.add_typer(click.app)
+app.add_typer(serve_cli.app)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,220 @@
+"""The FastAPI application: REST API under /v1, the web page at /, OpenAPI docs at /docs.
+
+Every refusal is a 4xx with {"error": "<one line>"}: 400 malformed/invalid input, 404 unknown
+ids, 413 too large, 415 wrong file type, 422 a body that does not match the schema, 429 busy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ibisagent import __version__
+from ibisagent.app.config import ServeConfig
+from ibisagent.app.errors import ApiError, bad_request, unsupported
+from ibisagent.app.limits import BodyLimit
+from ibisagent.app.schemas import ImageResponse, MaskRequest, SegmentRequest, SegmentResponse, ToolRequest, ToolResponse
+from ibisagent.app.service import Service
+from ibisagent.errors import IbisInputError
+from ibisagent.tools.base import SegmentationTool
+
+PAGE = Path(__file__).parent / "static" / "index.html"
+MASK_FILES = ("prev_mask", "reference_mask", "init_mask")
+
+
+def _one_line(exc: ValidationError | RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _body_doc(model: type[BaseModel], files: tuple[str, ...]) -> dict:
+    """OpenAPI requestBody: the JSON model, or multipart with the same fields plus file parts."""
+    schema = model.model_json_schema()
+    form = {
+        **schema,
+        "properties": {**schema["properties"], **{f: {"type": "string", "format": "binary"} for f in files}},
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}, "multipart/form-data": {"schema": form}},
+        }
+    }
+
+
+async def read_request(request: Request, model: type[BaseModel], file_fields: tuple[str, ...]):
+    """(validated model, {file field: bytes, "image_name": filename}) from a JSON or multipart body.
+
+    In multipart, text fields map to model fields; values starting with [ or { are parsed as JSON."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    files: dict[str, bytes | str] = {}
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=len(file_fields), max_fields=64)
+        except Exception as exc:  # starlette raises several types for a broken multipart body
+            raise bad_request(f"malformed multipart body ({getattr(exc, 'detail', exc)})") from None
+        fields: dict = {}
+        for key, value in form.multi_items():
+            if hasattr(value, "read"):
+                if key not in file_fields:
+                    raise bad_request(f"unexpected file field {key!r}; file fields: {', '.join(file_fields)}")
+                files[key] = await value.read()
+                if key == "image":
+                    files["image_name"] = Path(value.filename or "image").name
+            elif key in file_fields:
+                raise bad_request(f"{key!r} must be a file upload")
+            else:
+                text = str(value).strip()
+                if text[:1] in ("[", "{"):
+                    try:
+                        fields[key] = json.loads(text)
+                    except json.JSONDecodeError:
+                        raise bad_request(f"{key}: malformed JSON") from None
+                else:
+                    fields[key] = text
+        try:
+            return model.model_validate(fields), files
+        except ValidationError as exc:
+            raise ApiError(422, _one_line(exc)) from None
+    if ctype in ("application/json", ""):
+        body = await request.body()
+        if not body.strip():
+            raise bad_request("empty request body; send JSON (application/json) or multipart/form-data")
+        try:
+            json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise bad_request("malformed JSON body") from None
+        try:
+            return model.model_validate_json(body), files
+        except ValidationError as exc:
+            raise ApiError(422, _one_line(exc)) from None
+    raise unsupported(f"content type {ctype!r}: send application/json or multipart/form-data")
+
+
+def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None = None) -> FastAPI:
+    """The server. `tool` (optional) is an already-built tool to share (tests pass theirs)."""
+    config = config or ServeConfig()
+    service = Service(config, tool)
+    app = FastAPI(
+        title="ibisagent",
+        version=__version__,
+        description="Segment biomedical objects from a text query by reasoning and clicking; "
+        "correct the agent with clicks. Errors are {'error': message} with a 4xx status.",
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(IbisInputError)
+    async def _input_error(request: Request, exc: IbisInputError):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return JSONResponse({"error": _one_line(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        """Liveness plus the tool, limits and cache state."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "tool": service.tool.name,
+            "images": len(service.images),
+            "embeddings_cached": len(service.tool.cache),
+            "timings": service.tool.timings.snapshot(),
+            "limits": {
+                "max_upload_bytes": config.max_upload_bytes,
+                "max_pixels": config.max_pixels,
+                "max_steps": config.max_steps,
+                "max_clicks": config.max_clicks,
+                "workers": config.workers,
+            },
+            "volumes": False,
+        }
+
+    @app.post(
+        "/v1/images",
+        response_model=ImageResponse,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}}
+                    },
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
+    )
+    async def upload_image(request: Request) -> dict:
+        """Upload an image (PNG/JPEG/TIFF/BMP; multipart field `image`, or the raw bytes as the body).
+        Returns its id (a content hash: the same pixels give the same id) after computing the embedding."""
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            _, files = await read_request(request, _Empty, ("image",))
+            if "image" not in files:
+                raise bad_request("multipart body has no `image` file field")
+            data, name = files["image"], str(files.get("image_name", "image"))
+        elif ctype.startswith("image/") or ctype == "application/octet-stream":
+            data, name = await request.body(), request.headers.get("x-filename", "image")
+        else:
+            raise unsupported(f"content type {ctype!r}: send multipart/form-data with `image`, or image/* bytes")
+        return await service.slots.run(service.add_image, data, name)
+
+    @app.post(
+        "/v1/tool/segment",
+        response_model=ToolResponse,
+        openapi_extra=_body_doc(ToolRequest, ("image", *MASK_FILES[:2])),
+    )
+    async def tool_segment(request: Request) -> dict:
+        """The segmentation tool: all clicks so far (+ previous logits or mask) -> mask and score.
+        The service an RL reward or an annotation tool calls; chain calls with `prev_logits_id`."""
+        req, files = await read_request(request, ToolRequest, ("image", "prev_mask", "reference_mask"))
+        return await service.slots.run(service.tool_call, req, files)
+
+    @app.post(
+        "/v1/segment",
+        response_model=SegmentResponse,
+        openapi_extra=_body_doc(SegmentRequest, ("image", *MASK_FILES[1:])),
+    )
+    async def segment(request: Request) -> dict:
+        """Run an agent policy on an image and a query: every step's click, reasoning and IoU, the final mask."""
+        req, files = await read_request(request, SegmentRequest, ("image", "reference_mask", "init_mask"))
+        return await service.slots.run(service.segment, req, files)
+
+    @app.post("/v1/masks", openapi_extra=_body_doc(MaskRequest, ("mask",)))
+    async def upload_mask(request: Request) -> dict:
+        """Check a mask file against an image (same size) and return it as RLE, to send with later
+        requests (reference_mask, prev_mask, init_mask) without re-uploading the file."""
+        req, files = await read_request(request, MaskRequest, ("mask",))
+        if "mask" not in files:
+            raise bad_request("multipart body has no `mask` file field")
+        return await service.slots.run(service.mask_rle, req.image_id, files["mask"])
+
+    return app
+
+
+class _Empty(BaseModel):
+    pass

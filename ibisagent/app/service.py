@@ -1,0 +1,288 @@
+"""The server's work, independent of HTTP: images, tool calls and agent episodes.
+
+One `SegmentationTool` serves every request. It is not thread-safe, so every call into it goes
+through `SerialTool`, which holds a lock for the duration of one embed/predict call (not for a
+whole episode: a person's click is answered between an agent's steps). Request concurrency is
+bounded by `Slots` (an asyncio semaphore plus a cap on waiters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from ibisagent.app.codec import decode_image, decode_mask, jpeg_b64, png_b64
+from ibisagent.app.config import ServeConfig
+from ibisagent.app.errors import bad_request, busy, not_found
+from ibisagent.app.schemas import SegmentRequest, ToolRequest
+from ibisagent.app.store import ImageStore, LogitsStore, StoredImage
+from ibisagent.tools.base import SegmentationTool
+
+
+class SerialTool:
+    """The tool's embed / predict / mask_to_logits, one call at a time (a lock with a timeout)."""
+
+    def __init__(self, tool: SegmentationTool, timeout_s: float):
+        self.tool = tool
+        self.name = tool.name
+        self._lock = threading.Lock()
+        self._timeout_s = timeout_s
+
+    def _locked(self, fn, *args):
+        if not self._lock.acquire(timeout=self._timeout_s):
+            raise busy(f"the segmentation tool stayed busy for {self._timeout_s:.0f} s; retry later", 2)
+        try:
+            return fn(*args)
+        finally:
+            self._lock.release()
+
+    def embed(self, image: np.ndarray):
+        return self._locked(self.tool.embed, image)
+
+    def predict(self, emb, points=None, labels=None, prev_logits=None, box=None):
+        return self._locked(self.tool.predict, emb, points, labels, prev_logits, box)
+
+    def mask_to_logits(self, emb, mask: np.ndarray):
+        return self._locked(self.tool.mask_to_logits, emb, mask)
+
+
+class Slots:
+    """At most `workers` requests working at once and at most `max_queue` waiting; a request that
+    would wait beyond that, or longer than `timeout_s`, gets 429."""
+
+    def __init__(self, workers: int, max_queue: int, timeout_s: float):
+        self.workers, self.max_queue, self.timeout_s = max(1, workers), max(0, max_queue), timeout_s
+        self._sem: asyncio.Semaphore | None = None
+        self.waiting = 0
+
+    async def run(self, fn, *args):
+        """Run the blocking `fn(*args)` in a worker thread once a slot is free."""
+        import anyio.to_thread
+
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.workers)
+        if self.waiting >= self.max_queue and self._sem.locked():
+            raise busy(f"server busy ({self.waiting} requests waiting); retry later")
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._sem.acquire(), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise busy(f"no free worker within {self.timeout_s:.0f} s; retry later", 2) from None
+        finally:
+            self.waiting -= 1
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        finally:
+            self._sem.release()
+
+
+def mask_out(mask: np.ndarray, outputs, image: np.ndarray | None = None, clicks=None) -> dict:
+    """The response's mask: area plus the encodings asked for (rle, png, overlay)."""
+    from ibisagent.env.overlay import render_overlay
+    from ibisagent.env.rle import rle_encode
+
+    out: dict[str, Any] = {"area": int(np.count_nonzero(mask))}
+    if "rle" in outputs:
+        out["rle"] = rle_encode(mask)
+    if "png" in outputs:
+        out["png"] = png_b64(mask)
+    if "overlay" in outputs and image is not None:
+        out["overlay"] = jpeg_b64(render_overlay(image, mask, clicks=clicks, contour=True))
+    return out
+
+
+class _EpisodeTimeout(Exception):
+    pass
+
+
+class Service:
+    """Images, tool calls and episodes on one tool, within the limits of `config`."""
+
+    def __init__(self, config: ServeConfig, tool: SegmentationTool | None = None):
+        self.config = config
+        if tool is None:
+            from ibisagent.tools import make_tool
+
+            kwargs: dict[str, Any] = {"cache_entries": config.max_images}
+            if config.tool.startswith("litemedsam"):
+                kwargs.update(strategy=config.strategy, threads=config.threads)
+            tool = make_tool(config.tool, **kwargs)
+        self.tool = tool
+        self.serial = SerialTool(tool, config.queue_timeout_s)
+        self.images = ImageStore(config.max_images, config.max_image_bytes)
+        self.logits = LogitsStore(config.max_logits)
+        self.slots = Slots(config.workers, config.max_queue, config.queue_timeout_s)
+
+    # -- images -----------------------------------------------------------------------
+    def add_image(self, data: bytes, name: str) -> dict:
+        """Decode, store and embed an upload (the embedding is cached by content hash)."""
+        image = decode_image(data, name or "image", self.config.max_pixels)
+        item = self.images.add(image, name or "image")
+        hits = self.tool.timings.cache_hits
+        t0 = time.perf_counter()
+        self.serial.embed(item.image)
+        H, W = item.shape
+        return {
+            "image_id": item.id,
+            "width": W,
+            "height": H,
+            "name": item.name,
+            "embed_ms": 1000 * (time.perf_counter() - t0),
+            "cached": self.tool.timings.cache_hits > hits,
+        }
+
+    def resolve_image(self, image_id: str | None, upload: bytes | None, name: str = "image") -> StoredImage:
+        if upload is not None:
+            info = self.add_image(upload, name)
+            return self.images.get(info["image_id"])
+        if not image_id:
+            raise bad_request("give an image: image_id (from POST /v1/images) or an `image` file upload")
+        item = self.images.get(image_id)
+        if item is None:
+            raise not_found(f"unknown or expired image_id {image_id[:64]!r}; upload the image again")
+        return item
+
+    def _mask(self, value, item: StoredImage, what: str) -> np.ndarray | None:
+        if value is None:
+            return None
+        return decode_mask(value, item.shape, what, self.config.max_pixels)
+
+    def mask_rle(self, image_id: str, data: bytes) -> dict:
+        """A mask file for an uploaded image -> {"image_id", "area", "rle"} (checked: same size)."""
+        from ibisagent.env.rle import rle_encode
+
+        item = self.resolve_image(image_id, None)
+        mask = decode_mask(data, item.shape, "mask", self.config.max_pixels)
+        return {"image_id": item.id, "area": int(np.count_nonzero(mask)), "rle": rle_encode(mask)}
+
+    # -- one tool call ----------------------------------------------------------------
+    def tool_call(self, req: ToolRequest, files: dict[str, bytes]) -> dict:
+        """All clicks so far (+ the previous logits or mask) -> the new mask."""
+        from ibisagent.cli.click import to_pixels
+        from ibisagent.eval.metrics import iou
+
+        t0 = time.perf_counter()
+        item = self.resolve_image(req.image_id, files.get("image"), files.get("image_name", "image"))
+        H, W = item.shape
+        if len(req.points) != len(req.labels):
+            raise bad_request(f"{len(req.points)} points but {len(req.labels)} labels")
+        if len(req.points) > self.config.max_clicks:
+            raise bad_request(f"{len(req.points)} clicks; the limit is {self.config.max_clicks}")
+        if any(lab not in (0, 1) for lab in req.labels):
+            raise bad_request("labels must be 1 (positive) or 0 (negative)")
+        px = [(int(x), int(y)) for x, y in to_pixels(list(req.points), W, H, req.coords)]
+        clicks = [(x, y, lab) for (x, y), lab in zip(px, req.labels)]
+        prev_mask = self._mask(files.get("prev_mask", req.prev_mask), item, "prev_mask")
+        ref = self._mask(files.get("reference_mask", req.reference_mask), item, "reference_mask")
+        prev_logits = None
+        if req.prev_logits_id:
+            state = self.logits.get(req.prev_logits_id)
+            if state is None:
+                raise not_found(f"unknown or expired prev_logits_id {req.prev_logits_id[:64]!r}; send prev_mask")
+            if state.image_id != item.id:
+                raise bad_request("prev_logits_id belongs to another image")
+            prev_logits = state.logits
+        emb = self.serial.embed(item.image)
+        if prev_logits is None and prev_mask is not None and prev_mask.any():
+            prev_logits = self.serial.mask_to_logits(emb, prev_mask)
+        t1 = time.perf_counter()
+        if clicks:
+            out = self.serial.predict(emb, np.array(px, np.float32), np.array(req.labels), prev_logits)
+            mask, logits, score = out.mask, out.logits, out.score
+        else:  # nothing to add: the given mask stands (an empty one without a prior)
+            mask, logits, score = (prev_mask if prev_mask is not None else np.zeros((H, W), bool)), prev_logits, None
+        tool_ms = 1000 * (time.perf_counter() - t1)
+        return {
+            "image_id": item.id,
+            "mask": mask_out(mask, req.outputs, item.image, clicks),
+            "score": score,
+            "iou": None if ref is None else iou(mask, ref),
+            "clicks": clicks,
+            "logits_id": None if logits is None else self.logits.add(item.id, logits),
+            "tool_ms": tool_ms,
+            "total_ms": 1000 * (time.perf_counter() - t0),
+        }
+
+    # -- an agent episode -------------------------------------------------------------
+    def segment(self, req: SegmentRequest, files: dict[str, bytes]) -> dict:
+        """Run a policy on the image until it stops (or `max_steps` / the episode timeout)."""
+        from ibisagent.env import IbisEnv
+        from ibisagent.env.runner import run_episode
+        from ibisagent.eval.metrics import iou
+
+        t0 = time.perf_counter()
+        item = self.resolve_image(req.image_id, files.get("image"), files.get("image_name", "image"))
+        ref = self._mask(files.get("reference_mask", req.reference_mask), item, "reference_mask")
+        init = self._mask(files.get("init_mask", req.init_mask), item, "init_mask")
+        policy = self._policy(req.policy, req.policy_options)
+        if policy.needs_reference and ref is None:
+            raise bad_request(f"policy {req.policy!r} needs a reference mask (reference_mask)")
+        max_steps = min(req.max_steps or self.config.max_steps, self.config.max_steps)
+        env = IbisEnv(self.serial, max_steps=max_steps)
+        deadline = t0 + self.config.episode_timeout_s
+
+        def on_step(obs, reward, info):
+            if time.perf_counter() > deadline:
+                raise _EpisodeTimeout
+
+        try:
+            episode = run_episode(env, policy, item.image, req.query, ref, init, item.name, on_step)
+        except _EpisodeTimeout:
+            episode = env.episode
+            episode.stop_reason = "timeout"
+        except ValueError as exc:  # a policy refusing its inputs (e.g. shapes); the tool's own errors
+            raise bad_request(f"policy {req.policy!r}: {exc}") from None
+        episode.meta.update(policy=req.policy, tool=self.tool.name, image_id=item.id)
+        final = episode.final_mask
+        return {
+            "image_id": item.id,
+            "query": req.query,
+            "policy": req.policy,
+            "stop_reason": episode.stop_reason,
+            "answer": episode.answer,
+            "steps": self._steps(episode, item.image, req.step_overlays),
+            "mask": mask_out(final, req.outputs, item.image, episode.clicks),
+            "iou": None if ref is None else iou(final, ref),
+            "clicks": episode.clicks,
+            "logits_id": None if env.logits is None else self.logits.add(item.id, env.logits),
+            "episode": episode.to_dict(),
+            "total_ms": 1000 * (time.perf_counter() - t0),
+        }
+
+    @staticmethod
+    def _policy(spec: str, options: dict):
+        from ibisagent.policies import make_policy
+
+        try:
+            return make_policy(spec, **options)
+        except TypeError as exc:
+            raise bad_request(f"policy {spec!r}: bad policy_options ({exc})") from None
+
+    @staticmethod
+    def _steps(episode, image: np.ndarray, overlays: bool) -> list[dict]:
+        from ibisagent.env.episode import Episode
+        from ibisagent.env.protocol import parse_response
+
+        steps, shown = [], Episode(query=episode.query, image_size=episode.image_size, init_mask=episode.init_mask)
+        for rec in episode.steps:
+            shown.steps.append(rec)
+            mask = shown.final_mask
+            step = {
+                "index": rec.index,
+                "kind": rec.kind,
+                "click": rec.click,
+                "reasoning": parse_response(rec.response).think if rec.response else None,
+                "answer": rec.answer,
+                "error": rec.error,
+                "iou": rec.iou,
+                "score": rec.score,
+                "area": int(np.count_nonzero(mask)),
+            }
+            if overlays:
+                step["overlay"] = mask_out(mask, ["overlay"], image, shown.clicks)["overlay"]
+            steps.append(step)
+        return steps
