@@ -6,6 +6,7 @@ import typer
 
 from ibisagent import __version__
 from ibisagent.cli import click, simulate
+from ibisagent.cli import data as data_cmd
 from ibisagent.cli import serve as serve_cli
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(simulate.app)
 app.add_typer(click.app)
+app.add_typer(data_cmd.app, name="data")
 app.add_typer(serve_cli.app)
 
 

@@ -224,3 +224,15 @@ def build_queries(samples: Iterable[Sample], kinds: Iterable[str] = KINDS, seed:
         if k not in KINDS:
             raise IbisInputError(k, f"unknown query kind; choose from {', '.join(KINDS)}")
     return [(s, make_query(s, k, seed)) for s in samples for k in kinds if not (k == "refinement" and s.negative)]
+
+
+def paraphrase_queries(pairs: list[tuple[Sample, Query]], paraphraser) -> list[tuple[Sample, Query]]:
+    """Each query's text through `paraphraser` (see `paraphrase.Paraphraser`); queries that name
+    their target must still name it, else the template text is kept."""
+    from dataclasses import replace
+
+    out = []
+    for s, q in pairs:
+        keep = None if q.kind == "reasoning" else q.structure
+        out.append((s, replace(q, text=paraphraser(q.text, seed=q.seed, must_contain=keep))))
+    return out
