@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 from ibisagent import __version__
-from ibisagent.cli import click, simulate
+from ibisagent.cli import click, simulate, train
 from ibisagent.cli import data as data_cmd
+from ibisagent.cli import eval as eval_cmd
 from ibisagent.cli import serve as serve_cli
 
 app = typer.Typer(
@@ -18,7 +19,9 @@ app = typer.Typer(
 app.add_typer(simulate.app)
 app.add_typer(click.app)
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(serve_cli.app)
+app.add_typer(train.app, name="train")
 
 
 def _version(value: bool) -> None:

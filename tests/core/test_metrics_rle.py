@@ -1,0 +1,38 @@
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from ibisagent.env.rle import rle_decode, rle_encode
+from ibisagent.eval.metrics import dice, iou, iou_at, mask_scores, noc, precision, recall, summarize_curves
+
+
+def test_hand_computed_scores():
+    pred = np.zeros((4, 4), bool)
+    gt = np.zeros((4, 4), bool)
+    pred[0, :3] = True  # 3 px
+    gt[0, 1:] = True  # 3 px, overlap 2
+    assert iou(pred, gt) == 2 / 4
+    assert dice(pred, gt) == 4 / 6
+    assert precision(pred, gt) == 2 / 3 and recall(pred, gt) == 2 / 3
+    assert mask_scores(pred, gt)["iou"] == 0.5
+
+
+def test_empty_conventions():
+    z = np.zeros((3, 3), bool)
+    assert iou(z, z) == 1.0 and dice(z, z) == 1.0
+    o = np.ones((3, 3), bool)
+    assert iou(z, o) == 0.0 and recall(z, o) == 0.0 and precision(z, o) == 1.0
+
+
+def test_noc_and_iou_at():
+    curve = [0.5, 0.79, 0.86, 0.91]
+    assert noc(curve, 0.80) == 3 and noc(curve, 0.90) == 4 and noc(curve, 0.95, max_clicks=20) == 20
+    assert iou_at(curve, 1) == 0.5 and iou_at(curve, 10) == 0.91 and iou_at([], 3) == 0.0
+    s = summarize_curves([curve, [0.9]])
+    assert s["n"] == 2 and s["noc"]["80"] == 2.0 and abs(s["mean_iou_at"]["1"] - 0.7) < 1e-9
+
+
+@given(arrays(bool, st.tuples(st.integers(1, 20), st.integers(1, 20))))
+def test_rle_round_trip(mask):
+    assert np.array_equal(rle_decode(rle_encode(mask)), mask)

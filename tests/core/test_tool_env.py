@@ -1,0 +1,79 @@
+"""The agent loop on the real LiteMedSAM tool and bundled real images."""
+
+import numpy as np
+import pytest
+
+from ibisagent.env.env import IbisEnv
+from ibisagent.env.episode import Episode
+from ibisagent.env.protocol import format_response
+from ibisagent.env.runner import run_episode
+from ibisagent.policies.oracle import OraclePolicy, next_click
+
+
+def test_embedding_is_computed_once_per_image(tool, demo_samples):
+    image, gt = demo_samples[0].load()
+    calls = tool.timings.encoder_calls
+    env = IbisEnv(tool, max_steps=4)
+    for _ in range(3):  # three rollouts of a group on the same image
+        run_episode(env, OraclePolicy(1.0), image, "Segment the liver.", gt)
+    assert tool.timings.encoder_calls - calls <= 1
+    assert tool.timings.cache_hits >= 2
+
+
+def test_oracle_clicks_segment_a_real_organ(tool, demo_samples):
+    liver = next(s for s in demo_samples if s.structure == "liver")
+    image, gt = liver.load()
+    ep = run_episode(IbisEnv(tool, max_steps=5), OraclePolicy(1.0), image, "Segment the liver.", gt)
+    assert len(ep.iou_curve) >= 1
+    assert max(ep.iou_curve) > 0.5, ep.iou_curve
+
+
+def test_stop_rules(tool, demo_samples):
+    image, gt = demo_samples[0].load()
+    env = IbisEnv(tool, max_steps=20)
+    env.reset(image, "Segment the liver.", gt)
+    click = format_response("same", "positive", 0.3, 0.4)
+    for i in range(3):
+        _, _, term, trunc, info = env.step(click)
+    assert term and info["stop_reason"] == "repeat" and env.episode.stop_reason == "repeat"
+
+    env.reset(image, "q")
+    _, _, term, _, _ = env.step("garbage without tags")
+    assert term and env.episode.stop_reason == "invalid" and "missing" in env.episode.steps[0].error
+
+    env = IbisEnv(tool, max_steps=2)
+    env.reset(image, "q")
+    env.step(format_response("a", "positive", 0.3, 0.4))
+    _, _, term, trunc, _ = env.step(format_response("b", "positive", 0.5, 0.4))
+    assert trunc and not term and env.episode.stop_reason == "max_steps"
+    with pytest.raises(RuntimeError):
+        env.step(click)
+
+
+def test_refinement_starts_from_the_given_mask(tool, demo_samples):
+    image, gt = demo_samples[0].load()
+    env = IbisEnv(tool)
+    obs, info = env.reset(image, "Segment the liver.", gt, init_mask=gt)
+    assert obs.text.startswith("<image>This is a refinement step.")
+    assert info["iou"] == 1.0
+    assert not np.array_equal(obs.image, image)  # the overlay is drawn
+
+
+def test_episode_json_round_trip(tool, demo_samples):
+    image, gt = demo_samples[0].load()
+    ep = run_episode(IbisEnv(tool, max_steps=3), OraclePolicy(1.0), image, "Segment the liver.", gt)
+    back = Episode.from_json(ep.to_json())
+    assert back.iou_curve == ep.iou_curve and back.clicks == ep.clicks
+    assert np.array_equal(back.final_mask, ep.final_mask)
+
+
+def test_next_click_follows_the_simulator():
+    gt = np.zeros((50, 50), bool)
+    gt[10:40, 10:40] = True
+    x, y, label, _ = next_click(np.zeros_like(gt), gt)
+    assert label == 1 and 20 <= x <= 29 and 20 <= y <= 29
+    pred = gt.copy()
+    pred[0:8, 0:50] = True  # a large false-positive band
+    pred[10:40, 10:40] = True
+    assert next_click(pred, gt)[2] == 0
+    assert next_click(gt, gt) is None
