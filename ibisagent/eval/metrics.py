@@ -82,3 +82,41 @@ def summarize_curves(curves: Sequence[Sequence[float]], ks=(1, 3, 5, 10, 20), ma
         "mean_iou_at": {str(k): float(np.mean([iou_at(c, k) for c in curves])) for k in ks},
         "noc": {str(round(t * 100)): float(np.mean([noc(c, t, max_clicks) for c in curves])) for t in NOC_THRESHOLDS},
     }
+
+
+# -- text-driven use: stopping and answers ---------------------------------------------------
+GOOD_STOP_IOU = 0.80  # the released click simulator's goal; a stop at or above it is a good stop
+
+
+def stop_scores(
+    stop_reasons: Sequence[str | None], final_ious: Sequence[float], threshold: float = GOOD_STOP_IOU
+) -> dict[str, float]:
+    """How well episodes end. `self_stop_rate`: fraction ended by the policy's own stop action
+    (not max steps, an invalid action or a repeat); `stop_accuracy`: among those, the fraction
+    whose final IoU >= `threshold` (a stop at the right time). NaN when there is nothing to count."""
+    stops = [v for r, v in zip(stop_reasons, final_ious) if r == "stop"]
+    n = len(stop_reasons)
+    return {
+        "self_stop_rate": len(stops) / n if n else float("nan"),
+        "stop_accuracy": float(np.mean([v >= threshold for v in stops])) if stops else float("nan"),
+    }
+
+
+def yes_no(text: str | None) -> str | None:
+    """ "yes" or "no" from the first yes/no word of an answer (case-insensitive), else None.
+    A leading "No <thing> found" counts as no."""
+    import re
+
+    if not text:
+        return None
+    m = re.search(r"\b(yes|no)\b", text, re.I)
+    return m.group(1).lower() if m else None
+
+
+def answer_accuracy(answers: Sequence[str | None], expected: Sequence[str | None]) -> dict[str, float]:
+    """Accuracy of yes/no answers over the items whose expected answer is yes or no; an answer
+    with no yes/no word counts as wrong. `{"n": items counted, "accuracy": NaN when n == 0}`."""
+    pairs = [(yes_no(a), yes_no(e)) for a, e in zip(answers, expected) if yes_no(e) is not None]
+    if not pairs:
+        return {"n": 0, "accuracy": float("nan")}
+    return {"n": len(pairs), "accuracy": float(np.mean([a == e for a, e in pairs]))}

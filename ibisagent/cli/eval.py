@@ -1,0 +1,219 @@
+"""`ibisagent eval`: run policies over datasets, report on a run, compare two runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ibisagent.cli.common import StrategyOpt, ToolOpt, fail, run_guarded
+
+app = typer.Typer(
+    name="eval",
+    help="Evaluate policies (agents and baselines) on datasets; reports and run comparisons.",
+    no_args_is_help=True,
+)
+
+DEFAULT_POLICIES = ["oracle:0.9", "box", "centre", "random"]
+
+
+@app.command("run")
+def run_cmd(
+    data: Annotated[
+        list[str], typer.Option("--data", help="Dataset: a pairs.csv, its folder, or a folder of them (repeatable)")
+    ],
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            help="Policy spec (repeatable): oracle[:IOU], box, centre, random[:K], and learned policies. "
+            f"Default: {' '.join(DEFAULT_POLICIES)}",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Run folder: run.json, results.jsonl, latency.jsonl, report.*")] = Path(
+        "runs/eval"
+    ),
+    tool: ToolOpt = "litemedsam",
+    strategy: StrategyOpt = "points+prior",
+    max_steps: Annotated[int, typer.Option(min=1, max=100, help="Actions per episode")] = 20,
+    seed: Annotated[int, typer.Option(help="Run seed (random baselines; episodes get seeds derived from it)")] = 0,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (each loads its own tool)")] = 1,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads per worker (default: CPUs / workers)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N samples")] = None,
+    fresh: Annotated[bool, typer.Option(help="Discard earlier results in OUT instead of resuming")] = False,
+    retry_errors: Annotated[bool, typer.Option(help="Redo episodes that failed in an earlier run")] = False,
+    report: Annotated[bool, typer.Option(help="Write report.md / report.html when done")] = True,
+) -> None:
+    """Run every policy on every sample; resumable (rerun the same command to continue).
+
+    Example: ibisagent eval run --data ../shared/data --policy oracle:0.9 --policy box --workers 2 --out runs/eval
+    """
+    run_guarded(
+        _run, data, policy or DEFAULT_POLICIES, out, tool, strategy, max_steps, seed, workers, threads, limit, fresh,
+        retry_errors, report,
+    )  # fmt: skip
+
+
+def _run(data, policies, out, tool, strategy, max_steps, seed, workers, threads, limit, fresh, retry_errors, report):
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from ibisagent.eval.harness import RunConfig, run_eval
+    from ibisagent.eval.results import load_run
+
+    cfg = RunConfig(
+        data=list(data),
+        policies=list(policies),
+        tool=tool,
+        tool_kwargs={"strategy": strategy} if tool.startswith("litemedsam") else {},
+        max_steps=max_steps,
+        seed=seed,
+        workers=workers,
+        threads=threads,
+        limit=limit,
+        retry_errors=retry_errors,
+    )
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("episodes", total=None)
+            run = run_eval(cfg, out, fresh=fresh, progress=lambda d, t: bar.update(task, completed=d, total=t))
+    except KeyboardInterrupt:
+        partial = load_run(out)
+        fail(f"interrupted: {len(partial.rows)} of {partial.expected} episodes saved in {out}; rerun to resume", 130)
+    if report:
+        from ibisagent.eval.report import write_report
+
+        summary = write_report(run)
+        typer.echo(f"report: {out / 'report.html'} and {out / 'report.md'}")
+    else:
+        from ibisagent.eval.summary import summarize_run
+
+        summary = summarize_run(run)
+    print_summary(summary, run)
+
+
+def print_summary(summary: dict, run) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ibisagent.eval.report import f
+    from ibisagent.eval.summary import completeness_note
+
+    console = Console()
+    note = completeness_note(run)
+    if note:
+        console.print(f"[bold yellow]{note}")
+    table = Table(title=f"{run.path}: {summary['episodes']} episodes, {summary['errors']} failed")
+    for col in ("policy", "n", "IoU [95% CI]", "Dice", "steps", "NoC@85", "NoC@90", "s/episode"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for p, s in summary["policies"].items():
+        lo, hi = s["iou_ci"]
+        table.add_row(
+            p,
+            str(s["n"]),
+            f"{f(s['iou'])} [{f(lo)}, {f(hi)}]",
+            f(s["dice"]),
+            f(s["steps"], 2),
+            f(s["noc"].get("85"), 2),
+            f(s["noc"].get("90"), 2),
+            f(s["latency"]["episode_s"], 2),
+        )
+    console.print(table)
+
+
+@app.command("report")
+def report_cmd(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `ibisagent eval run`")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the report (default: the run folder)")] = None,
+    gallery_policy: Annotated[str | None, typer.Option(help="Policy shown in the gallery (default: the first)")] = None,
+    gallery_n: Annotated[int, typer.Option(min=0, max=50, help="Best and worst episodes shown")] = 4,
+) -> None:
+    """Write report.md and a self-contained report.html (tables, plots, gallery) for a run.
+
+    Example: ibisagent eval report runs/eval
+    """
+    run_guarded(_report, run, out, gallery_policy, gallery_n)
+
+
+def _report(run_path, out, gallery_policy, gallery_n):
+    from ibisagent.eval.report import write_report
+    from ibisagent.eval.results import load_run
+
+    run = load_run(run_path)
+    summary = write_report(run, out, gallery_policy, gallery_n)
+    dest = out or run.path
+    typer.echo(f"report: {dest / 'report.html'} and {dest / 'report.md'}")
+    print_summary(summary, run)
+
+
+@app.command("compare")
+def compare_cmd(
+    run_a: Annotated[Path, typer.Argument(help="Run folder A (the reference)")],
+    run_b: Annotated[Path, typer.Argument(help="Run folder B (may be the same folder with other policies)")],
+    policy_a: Annotated[str | None, typer.Option(help="Policy of A (default: every policy in both runs)")] = None,
+    policy_b: Annotated[str | None, typer.Option(help="Policy of B (default: the same as A)")] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="iou, dice, noc85, noc90, steps (repeatable)")] = None,
+    n_boot: Annotated[int, typer.Option(min=100, max=100000, help="Bootstrap resamples")] = 2000,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here")] = None,
+) -> None:
+    """Paired difference B - A per metric with a 95% bootstrap interval, over the samples both finished.
+
+    Example: ibisagent eval compare runs/base runs/new --policy-a oracle:0.9
+    """
+    run_guarded(_compare, run_a, run_b, policy_a, policy_b, metric, n_boot, json_out)
+
+
+def _compare(run_a, run_b, policy_a, policy_b, metric, n_boot, json_out):
+    from rich.console import Console
+    from rich.table import Table
+
+    from ibisagent.eval.compare import compare_runs
+    from ibisagent.eval.report import f, json_safe
+    from ibisagent.eval.results import load_run
+    from ibisagent.eval.summary import completeness_note
+    from ibisagent.io.images import atomic_write_bytes
+
+    a, b = load_run(run_a), load_run(run_b)
+    rows = compare_runs(a, b, policy_a, policy_b, tuple(metric or ("iou", "dice", "noc85", "steps")), n_boot)
+    console = Console()
+    for run, name in ((a, "A"), (b, "B")):
+        note = completeness_note(run)
+        if note:
+            console.print(f"[bold yellow]{name}: {note}")
+    table = Table(title=f"B - A   (A = {a.path}, B = {b.path}); 95% bootstrap interval, {n_boot} resamples")
+    for col in ("policy A", "policy B", "metric", "n", "A", "B", "B - A", "95% CI", "better"):
+        table.add_column(col, justify="left" if col in ("policy A", "policy B", "metric", "better") else "right")
+    for r in rows:
+        table.add_row(
+            r["policy_a"],
+            r["policy_b"],
+            r["metric"],
+            str(r["n"]),
+            f(r["mean_a"]),
+            f(r["mean_b"]),
+            f"{r['diff']:+.3f}" if r["n"] else "–",
+            f"[{f(r['low'])}, {f(r['high'])}]",
+            r["better"],
+        )
+    console.print(table)
+    if json_out:
+        atomic_write_bytes(json_out, (json.dumps(json_safe(rows), indent=1) + "\n").encode())

@@ -1,0 +1,279 @@
+"""The evaluation harness: every policy on every sample, in parallel, resumable.
+
+Each worker process builds its own tool and policies once, then takes samples (one task = one
+sample and the policies it still lacks, so the image is encoded once for all of them). Rows are
+appended to `results.jsonl` / `latency.jsonl` line by line as samples finish; a rerun with the
+same output folder skips finished (sample, policy) episodes. When the run ends the files are
+rewritten in dataset order, so identical seeds give identical results whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ibisagent.data.pairs import Sample
+from ibisagent.errors import IbisInputError
+from ibisagent.eval.results import LATENCY, RESULTS, RUN_JSON, RunData, load_run, write_meta, write_rows
+
+# What must match for a rerun to continue an existing run folder.
+RESUME_KEYS = ("tool", "tool_kwargs", "max_steps", "seed", "samples_sha")
+
+
+@dataclass
+class RunConfig:
+    """An evaluation run. `policies`: make_policy specs; `tool`/`tool_kwargs`: make_tool's;
+    `threads`: torch threads per worker (default: the CPU count shared among the workers)."""
+
+    data: list[str]
+    policies: list[str]
+    tool: str = "litemedsam"
+    tool_kwargs: dict = field(default_factory=dict)
+    max_steps: int = 20
+    seed: int = 0
+    workers: int = 1
+    threads: int | None = None
+    limit: int | None = None
+    retry_errors: bool = False
+
+
+def load_samples(paths: list[str | Path], limit: int | None = None) -> tuple[list[Sample], list[str]]:
+    """(samples, skipped) of every dataset path, via `ibisagent.data.load_dataset` when the
+    package has one (its skipped entries are kept, as text), else `read_pairs_csv` (a folder of
+    dataset folders is searched one level down)."""
+    try:
+        from ibisagent.data import load_dataset  # type: ignore[attr-defined]
+    except ImportError:
+        load_dataset = None
+    samples: list[Sample] = []
+    skipped: list[str] = []
+    for p in paths:
+        got = load_dataset(p) if load_dataset is not None else _read_pairs(Path(p))
+        samples += list(getattr(got, "samples", got))
+        skipped += [str(s) for s in getattr(got, "skipped", [])]
+    if not samples:
+        raise IbisInputError(", ".join(map(str, paths)), "no samples")
+    return samples[:limit], skipped
+
+
+def _read_pairs(path: Path) -> list[Sample]:
+    from ibisagent.data.pairs import read_pairs_csv
+
+    if path.is_dir() and not (path / "pairs.csv").exists():
+        found = sorted(path.glob("*/pairs.csv"))
+        if not found:
+            raise IbisInputError(path, "no pairs.csv here or in its sub-folders")
+        return [s for f in found for s in read_pairs_csv(f)]
+    return read_pairs_csv(path)
+
+
+def sample_keys(samples: list[Sample]) -> list[str]:
+    """Unique, stable keys: the sample id, with '#2', '#3', ... for repeats."""
+    seen: dict[str, int] = {}
+    keys = []
+    for s in samples:
+        seen[s.id] = seen.get(s.id, 0) + 1
+        keys.append(s.id if seen[s.id] == 1 else f"{s.id}#{seen[s.id]}")
+    return keys
+
+
+_TOOLS: dict[str, object] = {}  # one tool per process and setup, reused by later runs in the process
+
+
+def _runtime(cfg: dict, specs: list[str]):
+    """(env, {spec: policy}) for one process."""
+    import json
+
+    import torch
+
+    from ibisagent.env.env import IbisEnv
+    from ibisagent.policies import make_policy
+    from ibisagent.tools import make_tool
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    key = json.dumps([cfg["tool"], cfg["tool_kwargs"]], sort_keys=True)
+    if key not in _TOOLS:
+        _TOOLS.clear()  # keep at most one model in memory
+        _TOOLS[key] = make_tool(cfg["tool"], **cfg["tool_kwargs"])
+    env = IbisEnv(_TOOLS[key], max_steps=cfg["max_steps"])
+    return env, {s: make_policy(s) for s in specs}
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(cfg: dict, specs: list[str], samples: list[Sample] | None = None) -> None:
+    """Build this process's tool and policies, and its own copy of the samples (samples may
+    carry loaders that cannot be pickled, so workers read the dataset themselves)."""
+    _WORKER["env"], _WORKER["policies"] = _runtime(cfg, specs)
+    _WORKER["seed"] = cfg["seed"]
+    if samples is None:
+        samples, _ = load_samples(cfg["data"], cfg["limit"])
+    _WORKER["samples"], _WORKER["keys"] = samples, sample_keys(samples)
+
+
+def _work(index: int, key: str, specs: list[str]) -> tuple[list[dict], list[dict]]:
+    from ibisagent.eval.episodes import evaluate_sample
+
+    if _WORKER["keys"][index] != key:
+        raise RuntimeError(f"the dataset changed while running (sample {index} is not {key})")
+    policies = {s: _WORKER["policies"][s] for s in specs}
+    return evaluate_sample(_WORKER["env"], policies, _WORKER["samples"][index], key, _WORKER["seed"])
+
+
+def _meta(cfg: RunConfig, samples: list[Sample], keys: list[str], policies: list[str]) -> dict:
+    sha = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+    return {
+        "format": 1,
+        "data": [str(d) for d in cfg.data],
+        "policies": policies,
+        "tool": cfg.tool,
+        "tool_kwargs": cfg.tool_kwargs,
+        "max_steps": cfg.max_steps,
+        "seed": cfg.seed,
+        "limit": cfg.limit,
+        "n_samples": len(samples),
+        "samples_sha": sha,
+        "status": "running",
+    }
+
+
+def _check_resume(old: dict, new: dict, out: Path) -> None:
+    for k in RESUME_KEYS:
+        if old.get(k) != new.get(k):
+            what = "data (samples)" if k == "samples_sha" else k
+            raise IbisInputError(
+                out,
+                f"holds a run with a different {what} ({old.get(k)!r} vs {new.get(k)!r}); use --fresh or another --out",
+            )
+
+
+def _canonical(rows: list[dict], keys: list[str], policies: list[str]) -> list[dict]:
+    ki = {k: i for i, k in enumerate(keys)}
+    pi = {p: i for i, p in enumerate(policies)}
+    rows = [r for r in rows if r["key"] in ki and r["policy"] in pi]
+    return sorted(rows, key=lambda r: (ki[r["key"]], pi[r["policy"]]))
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+def run_eval(cfg: RunConfig, out: str | Path, fresh: bool = False, progress: ProgressFn | None = None) -> RunData:
+    """Run (or continue) an evaluation into `out`; returns the run as read back.
+
+    `progress(done, total)` is called with episode counts as samples finish. On an interruption
+    (Ctrl-C, a worker dying) the rows so far are kept, run.json says "incomplete", and the
+    exception propagates; rerunning the same call continues where it stopped.
+    """
+    from ibisagent.cli.common import JsonlAppender
+    from ibisagent.policies import make_policy
+
+    out = Path(out)
+    if not cfg.policies:
+        raise IbisInputError("--policy", "give at least one policy")
+    if len(set(cfg.policies)) != len(cfg.policies):
+        raise IbisInputError(",".join(cfg.policies), "a policy is listed twice")
+    for spec in cfg.policies:  # fail fast on a bad spec, before any work
+        make_policy(spec)
+    samples, skipped = load_samples(cfg.data, cfg.limit)
+    keys = sample_keys(samples)
+    meta = _meta(cfg, samples, keys, list(cfg.policies))
+    meta["skipped_at_load"] = skipped
+    old = None
+    if fresh:
+        for name in (RESULTS, LATENCY, RUN_JSON):
+            (out / name).unlink(missing_ok=True)
+    elif (out / RUN_JSON).exists():
+        old = load_run(out)
+        _check_resume(old.meta, meta, out)
+        meta["policies"] = old.policies + [p for p in cfg.policies if p not in old.policies]
+    policies = meta["policies"]
+    rows = old.rows if old else []
+    lat = old.latency if old else []
+    if cfg.retry_errors:
+        rows = [r for r in rows if not r.get("error")]
+    done = {(r["key"], r["policy"]) for r in rows}
+    out.mkdir(parents=True, exist_ok=True)
+    # Drop torn lines from an interrupted run before appending to the files again.
+    write_rows(out / RESULTS, _canonical(rows, keys, policies))
+    write_rows(out / LATENCY, _canonical(lat, keys, policies))
+    started = time.time()
+    write_meta(out, meta)
+    todo = []
+    for i, k in enumerate(keys):
+        missing = [p for p in policies if (k, p) not in done]
+        if missing:
+            todo.append((i, k, missing))
+    total, finished = len(samples) * len(policies), len(done)
+    if progress:
+        progress(finished, total)
+    res_w, lat_w = JsonlAppender(out / RESULTS), JsonlAppender(out / LATENCY)
+    status = "incomplete"
+
+    def record(result: tuple[list[dict], list[dict]]) -> None:
+        nonlocal finished
+        for r in result[0]:
+            res_w.write(r)
+        for r in result[1]:
+            lat_w.write(r)
+        finished += len(result[0])
+        if progress:
+            progress(finished, total)
+
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
+    cfg_d = {**asdict(cfg), "policies": policies, "threads": threads}
+    try:
+        if cfg.workers <= 1 or len(todo) <= 1:
+            _init_worker(cfg_d, policies, samples)
+            for i, k, missing in todo:
+                record(_work(i, k, missing))
+        else:
+            _run_pool(cfg_d, todo, record)
+        status = "complete"
+    finally:
+        res_w.close()
+        lat_w.close()
+        final = load_run(out)
+        write_rows(out / RESULTS, _canonical(final.rows, keys, policies))
+        write_rows(out / LATENCY, _canonical(final.latency, keys, policies))
+        meta.update(
+            status=status,
+            episodes_done=len(final.rows),
+            errors=sum(1 for r in final.rows if r.get("error")),
+            workers=cfg.workers,
+            threads_per_worker=cfg_d["threads"],
+            last_elapsed_s=round(time.time() - started, 2),
+        )
+        write_meta(out, meta)
+    return load_run(out)
+
+
+def _run_pool(cfg_d: dict, todo: list, record: Callable) -> None:
+    import multiprocessing as mp
+
+    specs = cfg_d["policies"]
+    with ProcessPoolExecutor(
+        max_workers=cfg_d["workers"],
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(cfg_d, specs),
+    ) as pool:
+        pending = {pool.submit(_work, i, k, missing) for i, k, missing in todo}
+        try:
+            while pending:
+                ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    record(fut.result())
+        except BrokenProcessPool:
+            raise RuntimeError("a worker process died (out of memory?); rerun the same command to resume") from None
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise

@@ -1,0 +1,91 @@
+"""Baseline policies for the evaluation harness: lower and reference bounds beside learned agents.
+
+- `CentreClickPolicy` ("centre"): one positive point at the image centre, then stop. Sees nothing.
+- `RandomClickPolicy` ("random[:K]"): K positive points uniformly over the image, then stop;
+  seeded per episode through `reseed` (the harness derives the seed from the run seed, the sample
+  and the policy), so runs are reproducible whatever the worker count or order.
+- `BoxPromptPolicy` ("box"): the tool prompted once with the tight box of the reference mask
+  (what a box-prompted SAM gets in the literature), then stop. Needs the reference mask.
+
+The box baseline is not a click, so it cannot travel through the text protocol. It exposes the
+optional hook `initial_prompt(tool, embedding, gt) -> H x W bool mask`, which the harness calls
+before the episode and passes to the environment as the initial mask; the policy then stops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ibisagent.env.env import Observation
+from ibisagent.env.episode import Episode
+from ibisagent.env.protocol import format_response
+from ibisagent.errors import IbisInputError
+from ibisagent.policies.base import Policy
+from ibisagent.policies.oracle import normalise
+
+
+def _stop(why: str, target: str) -> str:
+    return format_response(why, "stop", answer=f"The {target} is segmented (baseline).")
+
+
+class CentreClickPolicy(Policy):
+    """One positive point at the image centre (normalised (0.5, 0.5)), then stop."""
+
+    name = "centre"
+
+    def act(self, obs: Observation, episode: Episode) -> str:
+        if obs.clicks:
+            return _stop("A blind baseline: one click at the centre, nothing more.", obs.query)
+        return format_response("A blind baseline: a positive point at the image centre.", "positive", 0.5, 0.5)
+
+
+class RandomClickPolicy(Policy):
+    """`n_clicks` positive points drawn uniformly over the image pixels, then stop.
+
+    Coordinates are pixel centres normalised to [0, 1] (x = column / W, y = row / H).
+    """
+
+    name = "random"
+
+    def __init__(self, n_clicks: int = 1, seed: int = 0):
+        if n_clicks < 1:
+            raise IbisInputError(f"random:{n_clicks}", "the random baseline needs at least 1 click")
+        self.n_clicks = n_clicks
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random stream; the harness calls this before every episode."""
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: Observation, episode: Episode) -> str:
+        if len(obs.clicks) >= self.n_clicks:
+            return _stop(f"A blind baseline: {self.n_clicks} random click(s) placed.", obs.query)
+        H, W = obs.original.shape[:2]
+        x, y = normalise(int(self.rng.integers(W)), int(self.rng.integers(H)), W, H)
+        return format_response("A blind baseline: a positive point at a random pixel.", "positive", x, y)
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray | None:
+    """Tight box of an H x W bool mask as [x0, y0, x1, y1] pixels (inclusive), None when empty."""
+    rows = np.flatnonzero(np.asarray(mask, bool).any(axis=1))
+    cols = np.flatnonzero(np.asarray(mask, bool).any(axis=0))
+    if rows.size == 0:
+        return None
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], np.float32)
+
+
+class BoxPromptPolicy(Policy):
+    """The tool prompted with the reference mask's tight box (via `initial_prompt`), then stop."""
+
+    name = "box"
+    needs_reference = True
+
+    def initial_prompt(self, tool, embedding, gt: np.ndarray) -> np.ndarray:
+        """H x W bool mask from one box prompt; empty when the reference is empty."""
+        box = mask_box(gt)
+        if box is None:
+            return np.zeros(np.asarray(gt).shape, bool)
+        return tool.predict(embedding, box=box).mask
+
+    def act(self, obs: Observation, episode: Episode) -> str:
+        return _stop("A reference baseline: the tool was prompted once with the reference box.", obs.query)
