@@ -44,6 +44,16 @@ def run_cmd(
         int | None, typer.Option(min=1, help="Torch threads per worker (default: CPUs / workers)")
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N samples")] = None,
+    queries: Annotated[
+        str | None,
+        typer.Option(
+            help="Query kinds, comma-separated: referring, reasoning, refinement, closed (seeded templates; "
+            "default: 'Segment the <target>.')"
+        ),
+    ] = None,
+    negatives: Annotated[
+        bool, typer.Option(help="Add absent-target samples with a yes/no question (needs --queries)")
+    ] = False,
     fresh: Annotated[bool, typer.Option(help="Discard earlier results in OUT instead of resuming")] = False,
     retry_errors: Annotated[bool, typer.Option(help="Redo episodes that failed in an earlier run")] = False,
     report: Annotated[bool, typer.Option(help="Write report.md / report.html when done")] = True,
@@ -54,11 +64,14 @@ def run_cmd(
     """
     run_guarded(
         _run, data, policy or DEFAULT_POLICIES, out, tool, strategy, max_steps, seed, workers, threads, limit, fresh,
-        retry_errors, report,
+        retry_errors, report, queries, negatives,
     )  # fmt: skip
 
 
-def _run(data, policies, out, tool, strategy, max_steps, seed, workers, threads, limit, fresh, retry_errors, report):
+def _run(
+    data, policies, out, tool, strategy, max_steps, seed, workers, threads, limit, fresh, retry_errors, report, queries,
+    negatives,
+):  # fmt: skip
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -83,6 +96,8 @@ def _run(data, policies, out, tool, strategy, max_steps, seed, workers, threads,
         threads=threads,
         limit=limit,
         retry_errors=retry_errors,
+        queries=[q.strip() for q in (queries or "").split(",") if q.strip()],
+        negatives=negatives,
     )
     console = Console(stderr=True)
     columns = (

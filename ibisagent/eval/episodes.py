@@ -36,17 +36,20 @@ def sample_query(sample: Sample) -> str:
     return getattr(sample, "query", None) or f"Segment the {sample.structure}."
 
 
-def base_row(sample: Sample, key: str, policy: str) -> dict:
+def base_row(sample: Sample, key: str, policy: str, query=None) -> dict:
+    """The fields every row has; `query` is a `data.queries.Query` or None (referring default)."""
     return {
         "key": key,
         "policy": policy,
-        "query": sample_query(sample),
+        "kind": query.kind if query is not None else "referring",
+        "query": query.text if query is not None else sample_query(sample),
         "target": sample.structure,
         "modality": sample.modality,
         "origin": sample.origin,
         "image": str(sample.image),
         "mask": None if sample.mask is None else str(sample.mask),
-        "expected_answer": getattr(sample, "answer", None),
+        "expected_answer": query.answer if query is not None else None,
+        "target_present": not getattr(sample, "negative", False),
     }
 
 
@@ -55,15 +58,23 @@ def _r(v: float | None) -> float | None:
 
 
 def run_policy(
-    env: IbisEnv, policy: Policy, spec: str, image: np.ndarray, gt: np.ndarray, row: dict, seed: int
+    env: IbisEnv,
+    policy: Policy,
+    spec: str,
+    image: np.ndarray,
+    gt: np.ndarray,
+    row: dict,
+    seed: int,
+    given: np.ndarray | None = None,
 ) -> tuple[dict, dict]:
     """One episode of `policy` (its spec string `spec`); returns (result row, latency row).
-    Needs the image already embedded in the tool's cache for a fair latency split."""
+    `given`: an initial mask to refine (H x W bool), or None. Needs the image already embedded
+    in the tool's cache for a fair latency split."""
     if hasattr(policy, "reseed"):
         policy.reseed(seed)
     dec0 = env.tool.timings.decoder_s
     t0 = time.perf_counter()
-    init, prompt = None, "clicks"
+    init, prompt = given, "clicks"
     if hasattr(policy, "initial_prompt"):
         init, prompt = policy.initial_prompt(env.tool, env.tool.embed(image), gt), "box"
     ep = run_episode(env, policy, image, row["query"], gt, init_mask=init, image_name=row["image"])
@@ -71,9 +82,8 @@ def run_policy(
     final = ep.final_mask
     fmt = [format_check(s.response) for s in ep.steps]
     curve = ep.iou_curve
-    init_iou = None
-    if init is not None:
-        init_iou = iou(init, gt)
+    init_iou = None if init is None else iou(init, gt)
+    if prompt == "box":
         curve = [init_iou, *curve]  # the box prompt counts as the first interaction
     out = {
         **row,
@@ -106,12 +116,13 @@ def run_policy(
 
 
 def evaluate_sample(
-    env: IbisEnv, policies: dict[str, Policy], sample: Sample, key: str, run_seed: int
+    env: IbisEnv, policies: dict[str, Policy], sample: Sample, key: str, run_seed: int, query=None
 ) -> tuple[list[dict], list[dict]]:
     """Every policy of `policies` ({spec: policy}) on `sample`: (result rows, latency rows).
-    The image is encoded once; its encoder time goes into every latency row as `encoder_s`
-    (shared by the sample's episodes, not summed over them)."""
-    rows = {spec: base_row(sample, key, spec) for spec in policies}
+    `query`: a `data.queries.Query` (a refinement query brings its perturbed initial mask) or
+    None. The image is encoded once; its encoder time goes into every latency row as
+    `encoder_s` (shared by the sample's episodes, not summed over them)."""
+    rows = {spec: base_row(sample, key, spec, query) for spec in policies}
     try:
         image, gt = sample.load()
         if gt is None:
@@ -122,13 +133,19 @@ def evaluate_sample(
         enc0 = env.tool.timings.encoder_s
         env.tool.embed(image)
         encoder_s = round(env.tool.timings.encoder_s - enc0, 4)
+        given = None
+        if query is not None and query.perturbation:
+            from ibisagent.data.perturb import perturb_mask
+
+            given = perturb_mask(gt, query.perturbation, query.seed)
     except Exception as exc:  # the sample cannot be read: every policy's row says why
         err = _error_text(exc)
         return [{**r, "error": err} for r in rows.values()], []
     results, latencies = [], []
     for spec, policy in policies.items():
         try:
-            row, lat = run_policy(env, policy, spec, image, gt, rows[spec], episode_seed(run_seed, key, spec))
+            seed = episode_seed(run_seed, key, spec)
+            row, lat = run_policy(env, policy, spec, image, gt, rows[spec], seed, given)
             latencies.append({**lat, "encoder_s": encoder_s})
         except Exception as exc:
             row = {**rows[spec], "error": _error_text(exc)}

@@ -23,7 +23,7 @@ from ibisagent.errors import IbisInputError
 from ibisagent.eval.results import LATENCY, RESULTS, RUN_JSON, RunData, load_run, write_meta, write_rows
 
 # What must match for a rerun to continue an existing run folder.
-RESUME_KEYS = ("tool", "tool_kwargs", "max_steps", "seed", "samples_sha")
+RESUME_KEYS = ("tool", "tool_kwargs", "max_steps", "seed", "queries", "negatives", "samples_sha")
 
 
 @dataclass
@@ -41,14 +41,16 @@ class RunConfig:
     threads: int | None = None
     limit: int | None = None
     retry_errors: bool = False
+    queries: list[str] = field(default_factory=list)  # query kinds (data.queries.KINDS); [] = "Segment the X."
+    negatives: bool = False  # add absent-target samples (answer "no"; the right move is to stop)
 
 
 def load_samples(paths: list[str | Path], limit: int | None = None) -> tuple[list[Sample], list[str]]:
-    """(samples, skipped) of every dataset path, via `ibisagent.data.load_dataset` when the
-    package has one (its skipped entries are kept, as text), else `read_pairs_csv` (a folder of
-    dataset folders is searched one level down)."""
+    """(samples, skipped) of every dataset path, via `ibisagent.data.sources.open_dataset` (any
+    adapter; its skipped entries are kept, as text), else `read_pairs_csv` (a folder of dataset
+    folders is searched one level down)."""
     try:
-        from ibisagent.data import load_dataset  # type: ignore[attr-defined]
+        from ibisagent.data.sources import open_dataset as load_dataset
     except ImportError:
         load_dataset = None
     samples: list[Sample] = []
@@ -73,13 +75,34 @@ def _read_pairs(path: Path) -> list[Sample]:
     return read_pairs_csv(path)
 
 
+def load_items(cfg: dict) -> tuple[list[tuple[Sample, object]], list[str], list[str]]:
+    """(items, keys, skipped): items are (sample, query or None), one per sample and query kind
+    (negative samples get the closed question only). Deterministic, so every worker rebuilds
+    the same list from the configuration."""
+    samples, skipped = load_samples(cfg["data"], cfg["limit"])
+    if not cfg.get("queries"):
+        if cfg.get("negatives"):
+            raise IbisInputError("--negatives", "absent-target samples need query kinds (e.g. --queries closed)")
+        return [(s, None) for s in samples], sample_keys(samples), skipped
+    from ibisagent.data.queries import absent_targets, build_queries
+
+    pairs = build_queries(samples, cfg["queries"], cfg["seed"])
+    if cfg.get("negatives"):
+        pairs += build_queries(absent_targets(samples, cfg["seed"]), ["closed"], cfg["seed"])
+    return pairs, unique_keys([f"{s.id}|{q.kind}" for s, q in pairs]), skipped
+
+
 def sample_keys(samples: list[Sample]) -> list[str]:
     """Unique, stable keys: the sample id, with '#2', '#3', ... for repeats."""
+    return unique_keys([s.id for s in samples])
+
+
+def unique_keys(ids: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     keys = []
-    for s in samples:
-        seen[s.id] = seen.get(s.id, 0) + 1
-        keys.append(s.id if seen[s.id] == 1 else f"{s.id}#{seen[s.id]}")
+    for i in ids:
+        seen[i] = seen.get(i, 0) + 1
+        keys.append(i if seen[i] == 1 else f"{i}#{seen[i]}")
     return keys
 
 
@@ -109,14 +132,12 @@ def _runtime(cfg: dict, specs: list[str]):
 _WORKER: dict = {}
 
 
-def _init_worker(cfg: dict, specs: list[str], samples: list[Sample] | None = None) -> None:
-    """Build this process's tool and policies, and its own copy of the samples (samples may
+def _init_worker(cfg: dict, specs: list[str], items: tuple | None = None) -> None:
+    """Build this process's tool and policies, and its own copy of the items (samples may
     carry loaders that cannot be pickled, so workers read the dataset themselves)."""
     _WORKER["env"], _WORKER["policies"] = _runtime(cfg, specs)
     _WORKER["seed"] = cfg["seed"]
-    if samples is None:
-        samples, _ = load_samples(cfg["data"], cfg["limit"])
-    _WORKER["samples"], _WORKER["keys"] = samples, sample_keys(samples)
+    _WORKER["items"], _WORKER["keys"] = items if items is not None else load_items(cfg)[:2]
 
 
 def _work(index: int, key: str, specs: list[str]) -> tuple[list[dict], list[dict]]:
@@ -125,10 +146,11 @@ def _work(index: int, key: str, specs: list[str]) -> tuple[list[dict], list[dict
     if _WORKER["keys"][index] != key:
         raise RuntimeError(f"the dataset changed while running (sample {index} is not {key})")
     policies = {s: _WORKER["policies"][s] for s in specs}
-    return evaluate_sample(_WORKER["env"], policies, _WORKER["samples"][index], key, _WORKER["seed"])
+    sample, query = _WORKER["items"][index]
+    return evaluate_sample(_WORKER["env"], policies, sample, key, _WORKER["seed"], query)
 
 
-def _meta(cfg: RunConfig, samples: list[Sample], keys: list[str], policies: list[str]) -> dict:
+def _meta(cfg: RunConfig, keys: list[str], policies: list[str]) -> dict:
     sha = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
     return {
         "format": 1,
@@ -139,7 +161,9 @@ def _meta(cfg: RunConfig, samples: list[Sample], keys: list[str], policies: list
         "max_steps": cfg.max_steps,
         "seed": cfg.seed,
         "limit": cfg.limit,
-        "n_samples": len(samples),
+        "queries": list(cfg.queries),
+        "negatives": cfg.negatives,
+        "n_samples": len(keys),
         "samples_sha": sha,
         "status": "running",
     }
@@ -182,9 +206,8 @@ def run_eval(cfg: RunConfig, out: str | Path, fresh: bool = False, progress: Pro
         raise IbisInputError(",".join(cfg.policies), "a policy is listed twice")
     for spec in cfg.policies:  # fail fast on a bad spec, before any work
         make_policy(spec)
-    samples, skipped = load_samples(cfg.data, cfg.limit)
-    keys = sample_keys(samples)
-    meta = _meta(cfg, samples, keys, list(cfg.policies))
+    items, keys, skipped = load_items(asdict(cfg))
+    meta = _meta(cfg, keys, list(cfg.policies))
     meta["skipped_at_load"] = skipped
     old = None
     if fresh:
@@ -211,7 +234,7 @@ def run_eval(cfg: RunConfig, out: str | Path, fresh: bool = False, progress: Pro
         missing = [p for p in policies if (k, p) not in done]
         if missing:
             todo.append((i, k, missing))
-    total, finished = len(samples) * len(policies), len(done)
+    total, finished = len(keys) * len(policies), len(done)
     if progress:
         progress(finished, total)
     res_w, lat_w = JsonlAppender(out / RESULTS), JsonlAppender(out / LATENCY)
@@ -231,7 +254,7 @@ def run_eval(cfg: RunConfig, out: str | Path, fresh: bool = False, progress: Pro
     cfg_d = {**asdict(cfg), "policies": policies, "threads": threads}
     try:
         if cfg.workers <= 1 or len(todo) <= 1:
-            _init_worker(cfg_d, policies, samples)
+            _init_worker(cfg_d, policies, (items, keys))
             for i, k, missing in todo:
                 record(_work(i, k, missing))
         else:

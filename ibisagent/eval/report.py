@@ -172,11 +172,11 @@ def _plot_blocks(run: RunData, summary: dict) -> list[Block]:
 
 def _gallery_blocks(run: RunData, policy: str, n: int) -> list[Block]:
     from ibisagent.eval.gallery import gallery
-    from ibisagent.eval.harness import load_samples, sample_keys
+    from ibisagent.eval.harness import load_items
 
     try:
-        samples, _ = load_samples(run.meta.get("data", []), run.meta.get("limit"))
-        by_key = dict(zip(sample_keys(samples), samples))
+        items, keys, _ = load_items(run.meta)
+        by_key = {k: sample for k, (sample, _) in zip(keys, items)}
     except Exception as exc:
         return [Block("h2", f"Gallery: {policy}"), Block("warn", f"dataset unavailable, no pictures ({exc})")]
     blocks = [
@@ -234,6 +234,8 @@ def build_blocks(run: RunData, gallery_policy: str | None = None, gallery_n: int
                 ["policies", ", ".join(run.policies)],
                 ["tool", f"{meta.get('tool')} {json.dumps(meta.get('tool_kwargs') or {})}"],
                 ["max steps", str(meta.get("max_steps"))],
+                ["queries", ", ".join(meta.get("queries") or ["Segment the <target>."])],
+                ["absent-target samples", "yes" if meta.get("negatives") else "no"],
                 ["seed", str(meta.get("seed"))],
                 ["episodes", f"{summary['episodes']} of {summary['expected']} ({summary['errors']} failed)"],
                 ["status", str(meta.get("status"))],
@@ -243,6 +245,8 @@ def build_blocks(run: RunData, gallery_policy: str | None = None, gallery_n: int
     blocks += _policy_tables(summary)
     blocks += _group_table(summary, "per_modality", "Per modality")
     blocks += _group_table(summary, "per_target", "Per target")
+    if run.meta.get("queries"):
+        blocks += _group_table(summary, "per_kind", "Per query kind")
     blocks += _plot_blocks(run, summary)
     blocks += _paper_blocks(summary, run)
     gp = gallery_policy or next((p for p in run.policies if run.rows_of(p)), None)

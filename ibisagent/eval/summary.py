@@ -58,6 +58,7 @@ def summarize_policy(rows: list[dict], latency: list[dict], max_steps: int, seed
         "latency": {k: _mean([d[k] for d in latency]) for k in ("policy_s", "encoder_s", "decoder_s", "episode_s")},
         "per_modality": _groups(ok, "modality", max_steps),
         "per_target": _groups(ok, "target", max_steps),
+        "per_kind": _groups(ok, "kind", max_steps),
     }
     return out
 
