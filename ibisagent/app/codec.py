@@ -20,10 +20,8 @@ from ibisagent.app.errors import bad_request, too_large, unsupported
 from ibisagent.errors import IbisInputError
 
 IMAGE_KINDS = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "bmp": ".bmp"}
-VOLUME_NOTE = (
-    "DICOM and NIfTI uploads are not supported yet (they need the data layer's volume readers); "
-    "export a slice as PNG or TIFF"
-)
+VOLUME_NOTE = "a DICOM or NIfTI volume: upload it to POST /v1/volumes, then pick a slice"
+VOLUME_KINDS = ("dicom", "nifti", "gzip")
 
 
 def sniff(data: bytes) -> str | None:

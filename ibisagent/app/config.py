@@ -13,6 +13,8 @@ class ServeConfig:
     max_upload_bytes: the largest request body accepted (the whole multipart/JSON body).
     max_pixels: the largest image accepted, width x height.
     max_images / max_image_bytes: the image store's bounds (least recently used images are dropped).
+    max_volumes / max_volume_bytes: the volume store's bounds; one volume larger than max_volume_bytes
+      (voxels as loaded, read from the header) is refused with 413.
     max_logits: how many previous-logits states are kept for `prev_logits_id` (LRU).
     workers: requests working at once (decoding, encoding, waiting for the tool); the tool itself
       runs one call at a time behind a lock. max_queue: requests allowed to wait for a worker slot
@@ -29,6 +31,8 @@ class ServeConfig:
     max_images: int = 32
     max_image_bytes: int = 1024 * 1024 * 1024
     max_logits: int = 256
+    max_volumes: int = 4
+    max_volume_bytes: int = 1024 * 1024 * 1024
     workers: int = 4
     max_queue: int = 64
     queue_timeout_s: float = 30.0

@@ -54,6 +54,20 @@ class MaskRequest(_Strict):
     image_id: str
 
 
+class SliceRequest(_Strict):
+    """A slice of an uploaded volume: `index` along `axis`, windowed (CT presets in HU, or percentile)."""
+
+    axis: Literal["axial", "coronal", "sagittal"] = "axial"
+    index: int | None = Field(None, ge=0, description="slice index; default the middle slice")
+    window: str = Field("auto", description="auto, percentile, abdomen, liver, lung, bone, brain")
+
+
+class VolumeMaskRequest(SliceRequest):
+    """A slice's mask to write into a NIfTI on the volume's grid (zeros elsewhere)."""
+
+    mask: MaskIn
+
+
 class ImageResponse(BaseModel):
     image_id: str
     width: int
@@ -61,6 +75,12 @@ class ImageResponse(BaseModel):
     name: str
     embed_ms: float
     cached: bool
+
+
+class SliceResponse(ImageResponse):
+    axis: str
+    index: int
+    window: str
 
 
 class MaskOut(BaseModel):

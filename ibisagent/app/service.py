@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ibisagent.app.codec import decode_image, decode_mask, jpeg_b64, png_b64
+from ibisagent.app.codec import VOLUME_KINDS, decode_image, decode_mask, jpeg_b64, png_b64
 from ibisagent.app.config import ServeConfig
-from ibisagent.app.errors import bad_request, busy, not_found
-from ibisagent.app.schemas import SegmentRequest, ToolRequest
+from ibisagent.app.errors import bad_request, busy, not_found, unsupported
+from ibisagent.app.schemas import SegmentRequest, SliceRequest, ToolRequest, VolumeMaskRequest
 from ibisagent.app.store import ImageStore, LogitsStore, StoredImage
+from ibisagent.app.volumes import VolumeStore, load_volume_upload, slice_mask_nifti, slice_rgb
 from ibisagent.tools.base import SegmentationTool
 
 
@@ -115,13 +117,17 @@ class Service:
         self.serial = SerialTool(tool, config.queue_timeout_s)
         self.images = ImageStore(config.max_images, config.max_image_bytes)
         self.logits = LogitsStore(config.max_logits)
+        self.volumes = VolumeStore(config.max_volumes, config.max_volume_bytes)
         self.slots = Slots(config.workers, config.max_queue, config.queue_timeout_s)
 
     # -- images -----------------------------------------------------------------------
     def add_image(self, data: bytes, name: str) -> dict:
         """Decode, store and embed an upload (the embedding is cached by content hash)."""
-        image = decode_image(data, name or "image", self.config.max_pixels)
-        item = self.images.add(image, name or "image")
+        return self._store(decode_image(data, name or "image", self.config.max_pixels), name or "image")
+
+    def _store(self, image: np.ndarray, name: str) -> dict:
+        """Store an H x W x 3 uint8 image under its content hash and compute its embedding once."""
+        item = self.images.add(image, name)
         hits = self.tool.timings.cache_hits
         t0 = time.perf_counter()
         self.serial.embed(item.image)
@@ -158,6 +164,56 @@ class Service:
         item = self.resolve_image(image_id, None)
         mask = decode_mask(data, item.shape, "mask", self.config.max_pixels)
         return {"image_id": item.id, "area": int(np.count_nonzero(mask)), "rle": rle_encode(mask)}
+
+    # -- volumes ----------------------------------------------------------------------
+    def add_volume(self, data: bytes, name: str) -> dict:
+        """A NIfTI file or one DICOM file -> volume id, slice counts per axis, window choices."""
+        from ibisagent.app.codec import sniff
+        from ibisagent.data.volume_io import AXES
+        from ibisagent.data.windowing import WINDOW_CHOICES
+
+        kind = sniff(data) if data else None
+        if kind not in VOLUME_KINDS:
+            raise unsupported(f"{name}: not a NIfTI (.nii, .nii.gz) or DICOM file")
+        vol = load_volume_upload(data, name, kind, self.config.max_volume_bytes)
+        item = self.volumes.add(vol, data, name)
+        return {
+            "volume_id": item.id,
+            "name": name,
+            "shape": list(vol.native_shape),
+            "slices": {axis: vol.n_slices(axis) for axis in AXES},
+            "windows": list(WINDOW_CHOICES),
+            "modality": vol.modality,
+        }
+
+    def _volume(self, volume_id: str):
+        item = self.volumes.get(volume_id)
+        if item is None:
+            raise not_found(f"unknown or expired volume_id {volume_id[:64]!r}; upload the volume again")
+        return item
+
+    def _slice_index(self, vol, req: SliceRequest) -> int:
+        n = vol.n_slices(req.axis)
+        k = n // 2 if req.index is None else req.index
+        if not 0 <= k < n:
+            raise bad_request(f"slice {k} outside 0..{n - 1} along {req.axis}")
+        return k
+
+    def volume_slice(self, volume_id: str, req: SliceRequest) -> dict:
+        """Window a slice to RGB, store and embed it like an uploaded image."""
+        item = self._volume(volume_id)
+        k = self._slice_index(item.volume, req)
+        rgb = slice_rgb(item.volume, req.axis, k, req.window)
+        name = f"{Path(item.name).name.split('.')[0]}_{req.axis}{k:03d}"
+        return {**self._store(rgb, name), "axis": req.axis, "index": k, "window": req.window}
+
+    def volume_mask(self, volume_id: str, req: VolumeMaskRequest) -> bytes:
+        """The slice's mask as .nii.gz bytes on the input volume's grid and affine."""
+        item = self._volume(volume_id)
+        k = self._slice_index(item.volume, req)
+        shape = item.volume.plane(req.axis, k).shape
+        mask = decode_mask(req.mask, shape, "mask", self.config.max_pixels)
+        return slice_mask_nifti(item.volume, req.axis, k, mask, req.window)
 
     # -- one tool call ----------------------------------------------------------------
     def tool_call(self, req: ToolRequest, files: dict[str, bytes]) -> dict:

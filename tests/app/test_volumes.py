@@ -1,0 +1,78 @@
+"""Volumes in the REST API: a real NIfTI (nilearn's MNI152 T1 template) -> slice -> click -> the
+slice's mask back as NIfTI on the input's grid and affine."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import numpy as np
+import pytest
+
+from ibisagent.env.rle import rle_decode
+
+nib = pytest.importorskip("nibabel", reason="the volumes extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def mni_bytes() -> bytes:
+    datasets = pytest.importorskip("nilearn.datasets", reason="nilearn (the MNI152 template) is not installed")
+    img = datasets.load_mni152_template()
+    return gzip.compress(img.to_bytes(), compresslevel=1)
+
+
+@pytest.fixture(scope="module")
+def volume(client, mni_bytes) -> dict:
+    r = client.post("/v1/volumes", files={"volume": ("mni.nii.gz", mni_bytes, "application/gzip")})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_volume_slice_click_and_nifti_mask(client, volume, mni_bytes):
+    from nilearn import datasets
+
+    t1 = datasets.load_mni152_template()
+    assert volume["shape"] == list(t1.shape) and volume["slices"]["axial"] == t1.shape[2]
+    assert {"auto", "percentile", "abdomen"} <= set(volume["windows"])
+    r = client.post(f"/v1/volumes/{volume['volume_id']}/slice", json={"axis": "axial", "index": 90})
+    assert r.status_code == 200, r.text
+    sl = r.json()
+    assert (sl["index"], sl["width"], sl["height"]) == (90, t1.shape[0], t1.shape[1])  # display: rows = y
+    out = client.post("/v1/tool/segment", json={"image_id": sl["image_id"], "points": [[0.5, 0.5]], "labels": [1]})
+    assert out.status_code == 200, out.text
+    mask2d = rle_decode(out.json()["mask"]["rle"])
+    r = client.post(
+        f"/v1/volumes/{volume['volume_id']}/mask",
+        json={"axis": "axial", "index": 90, "mask": out.json()["mask"]["rle"]},
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "application/gzip"
+    m = nib.Nifti1Image.from_bytes(gzip.decompress(r.content))
+    vox = np.asarray(m.dataobj)
+    assert m.shape == t1.shape and np.allclose(m.affine, t1.affine)
+    assert int(vox.sum()) == int(mask2d.sum()) and int(vox[:, :, [k for k in range(t1.shape[2]) if k != 90]].sum()) == 0
+
+
+def test_volume_errors(client, volume, demo_dir):
+    vid = volume["volume_id"]
+    bad = client.post(
+        "/v1/volumes", files={"volume": ("x.png", (demo_dir / "images" / "08_MRI_heart.png").read_bytes())}
+    )
+    assert bad.status_code == 415 and "nifti" in bad.json()["error"].lower()
+    corrupt = client.post("/v1/volumes", files={"volume": ("x.nii.gz", b"\x1f\x8b\x08\x00garbage", "application/gzip")})
+    assert corrupt.status_code == 400, corrupt.text
+    buf = io.BytesIO(b"\0" * 400)
+    assert client.post("/v1/volumes", files={"volume": ("x.nii", buf.getvalue())}).status_code == 415
+    assert client.post("/v1/volumes/" + "0" * 32 + "/slice", json={}).status_code == 404
+    r = client.post(f"/v1/volumes/{vid}/slice", json={"axis": "axial", "index": 10_000})
+    assert r.status_code == 400 and "outside" in r.json()["error"]
+    r = client.post(f"/v1/volumes/{vid}/slice", json={"window": "disco"})
+    assert r.status_code == 400 and "window" in r.json()["error"]
+    r = client.post(f"/v1/volumes/{vid}/mask", json={"axis": "axial", "mask": {"size": [3, 3], "counts": [9]}})
+    assert r.status_code == 400 and "mask is 3 x 3" in r.json()["error"]
+
+
+def test_truncated_nifti_is_a_clear_400(client, mni_bytes):
+    r = client.post(
+        "/v1/volumes", files={"volume": ("cut.nii.gz", mni_bytes[: len(mni_bytes) // 2], "application/gzip")}
+    )
+    assert r.status_code == 400 and "cut.nii.gz" in r.json()["error"], r.text
