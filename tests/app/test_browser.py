@@ -148,3 +148,30 @@ def test_page_shows_clear_error_for_wrong_file(page, tmp_path):
     page.wait_for_function("() => document.getElementById('status').className === 'error'")
     assert "not a PNG" in page.locator("#status").inner_text()
     page.screenshot(path=str(ARTIFACTS / "7_error.png"))
+
+
+def test_page_volume_slice_click_nifti(page, tmp_path):
+    nib = pytest.importorskip("nibabel", reason="the volumes extra is not installed")
+    datasets = pytest.importorskip("nilearn.datasets", reason="nilearn (the MNI152 template) is not installed")
+    t1 = datasets.load_mni152_template()
+    path = tmp_path / "mni152.nii.gz"
+    nib.save(t1, path)
+    page.set_input_files("#image", str(path))
+    _settled(page, clicks="0")
+    assert page.locator("#volbox").is_visible() and "axial slice 94 of 189" in page.locator("#sliceinfo").inner_text()
+    page.eval_on_selector("#slice", "el => { el.value = '80'; el.dispatchEvent(new Event('change')); }")
+    page.wait_for_function("() => document.getElementById('sliceinfo').textContent.startsWith('axial slice 80')")
+    _settled(page, clicks="0")
+    W, H = t1.shape[0], t1.shape[1]  # an axial slice in display orientation: columns = x, rows = y
+    page.wait_for_function(f"() => document.getElementById('view').width === {W}")
+    _click_image(page, W // 2, H // 2, W, H)
+    after = _settled(page, clicks="1")
+    page.screenshot(path=str(ARTIFACTS / "8_volume_click.png"))
+    with page.expect_download() as dl:
+        page.click("#dlnifti")
+    out = ARTIFACTS / dl.value.suggested_filename
+    dl.value.save_as(out)
+    m = nib.load(str(out))
+    vox = np.asarray(m.dataobj)
+    assert out.name == "mni152_mask.nii.gz" and m.shape == t1.shape and np.allclose(m.affine, t1.affine)
+    assert int(vox.sum()) == int(after["area"]) and int(vox[:, :, 80].sum()) == int(vox.sum())

@@ -9,7 +9,8 @@ import io
 import numpy as np
 import pytest
 
-from ibisagent.env.rle import rle_decode
+from ibisagent.data.volume_io import from_display
+from ibisagent.env.rle import rle_decode, rle_encode
 
 nib = pytest.importorskip("nibabel", reason="the volumes extra is not installed")
 
@@ -40,16 +41,23 @@ def test_volume_slice_click_and_nifti_mask(client, volume, mni_bytes):
     assert (sl["index"], sl["width"], sl["height"]) == (90, t1.shape[0], t1.shape[1])  # display: rows = y
     out = client.post("/v1/tool/segment", json={"image_id": sl["image_id"], "points": [[0.5, 0.5]], "labels": [1]})
     assert out.status_code == 200, out.text
-    mask2d = rle_decode(out.json()["mask"]["rle"])
+    assert rle_decode(out.json()["mask"]["rle"]).shape == (sl["height"], sl["width"])
+    # a known mask (a rectangle in the top-left of the displayed slice) goes back onto the voxel grid
+    mask2d = np.zeros((sl["height"], sl["width"]), bool)
+    mask2d[10:40, 20:70] = True
     r = client.post(
-        f"/v1/volumes/{volume['volume_id']}/mask",
-        json={"axis": "axial", "index": 90, "mask": out.json()["mask"]["rle"]},
+        f"/v1/volumes/{volume['volume_id']}/mask", json={"axis": "axial", "index": 90, "mask": rle_encode(mask2d)}
     )
     assert r.status_code == 200 and r.headers["content-type"] == "application/gzip"
     m = nib.Nifti1Image.from_bytes(gzip.decompress(r.content))
     vox = np.asarray(m.dataobj)
     assert m.shape == t1.shape and np.allclose(m.affine, t1.affine)
-    assert int(vox.sum()) == int(mask2d.sum()) and int(vox[:, :, [k for k in range(t1.shape[2]) if k != 90]].sum()) == 0
+    assert int(vox.sum()) == int(mask2d.sum()) == int(vox[:, :, 90].sum())
+    # MNI152 is stored RAS: display top-left = anterior, patient right -> high y, low x voxels
+    assert np.array_equal(vox[:, :, 90].astype(bool), from_display(mask2d))
+    assert (
+        vox[:70, -40:, 90].all() is np.False_ or vox[t1.shape[0] - 70 :, t1.shape[1] - 40 :, 90].sum() == mask2d.sum()
+    )
 
 
 def test_volume_errors(client, volume, demo_dir):
