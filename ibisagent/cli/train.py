@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ibisagent.cli.common import run_guarded
+from ibisagent.errors import IbisInputError
 
 app = typer.Typer(help="Train the segmentation tool and the agent policies.", no_args_is_help=True)
 
@@ -42,6 +43,7 @@ def train_tool(
     eval_clicks: Annotated[int, typer.Option(help="Oracle clicks per held-out episode in the final evaluation")] = 20,
     install: Annotated[bool, typer.Option(help="Copy the weights and model card into the package (the new default)")] = False,
     seed: int = 0,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads (1 is faster on a busy machine)")] = 2,
 ) -> None:
     """Fine-tune LiteMedSAM's prompt encoder + mask decoder to answer clicks.
 
@@ -52,10 +54,51 @@ def train_tool(
 
     Example: ibisagent train tool ../shared/data --minutes 40 --install
     """
-    run_guarded(_train_tool, data, out, minutes, cache_dir, heldout, eval_clicks, install, seed)
+    run_guarded(_train_tool, data, out, minutes, cache_dir, heldout, eval_clicks, install, seed, threads)
 
 
-def _train_tool(data, out, minutes, cache_dir, heldout, eval_clicks, install, seed):
+def _train_tool(data, out, minutes, cache_dir, heldout, eval_clicks, install, seed, threads):
+    import torch
+
     from ibisagent.train.tool_pipeline import run_tool_training
 
-    run_tool_training(data, out, minutes, cache_dir, heldout, eval_clicks, install, seed)
+    torch.set_num_threads(threads)
+    run_tool_training(data, out, minutes, cache_dir, heldout, eval_clicks, install, seed, threads)
+
+
+@app.command("sft")
+def train_sft(
+    config: Annotated[Path, typer.Option(help="YAML run config (ibisagent/train/configs/sft_*.yaml)")],
+    output_dir: Annotated[Path | None, typer.Option(help="Override the config's output_dir")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Override: stop after this many optimiser steps")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in output_dir")] = True,
+    merge_only: Annotated[bool, typer.Option(help="Only merge output_dir/adapter into output_dir/merged")] = False,
+) -> None:
+    """Supervised fine-tuning of a Qwen2.5-VL / Qwen3-VL agent (TRL + peft LoRA).
+
+    Defaults are the reference recipe: LoRA rank 8 on all language linears, vision frozen,
+    lr 1e-5, cosine with 10% warm-up, 10 epochs, global batch 256, images <= 512x512 px.
+    Multi-GPU: accelerate launch --config_file ibisagent/train/configs/accelerate_zero2.yaml
+    -m ibisagent.train.sft --config FILE (docs/vlm.md).
+
+    Example: ibisagent train sft --config ibisagent/train/configs/sft_tiny.yaml
+    """
+    run_guarded(_train_sft, config, output_dir, max_steps, resume, merge_only)
+
+
+def _train_sft(config, output_dir, max_steps, resume, merge_only):
+    from ibisagent.train.sft import SFTRun, merge_lora, train_sft
+
+    run = SFTRun.from_yaml(config, output_dir=str(output_dir) if output_dir else None, max_steps=max_steps)
+    run.resume = resume
+    out = Path(run.output_dir)
+    if merge_only:
+        if not (out / "adapter" / "adapter_config.json").exists():
+            raise IbisInputError(out / "adapter", "no LoRA adapter to merge (train first)")
+        typer.echo(f"merged: {merge_lora(out / 'adapter', out / 'merged')}")
+        return
+    result = train_sft(run)
+    losses = [r["loss"] for r in result["log"] if "loss" in r]
+    if losses:
+        typer.echo(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} over {result['steps']} steps")
+    typer.echo(f"saved: {result['adapter']}" + (f"; merged: {result['merged']}" if result["merged"] else ""))

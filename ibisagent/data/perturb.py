@@ -18,7 +18,7 @@ PERTURBATIONS = ("erode", "dilate", "shift", "partial", "extra_blob")
 
 def _radius(mask: np.ndarray, frac: float) -> int:
     ys, xs = np.nonzero(mask)
-    extent = max(ys.ptp() + 1, xs.ptp() + 1) if ys.size else 1
+    extent = max(np.ptp(ys) + 1, np.ptp(xs) + 1) if ys.size else 1
     return max(1, round(extent * frac))
 
 

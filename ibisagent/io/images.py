@@ -94,7 +94,7 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a mask file as H x W bool (pixel > 127 for 8-bit, > 0 otherwise, any channel).
+    """Read a mask file as H x W bool (pixel > 127 for 8-bit 0/255 masks, > 0 for 0/1 and other types).
 
     `shape` (H, W), when given, must match: a mask of another size is an error, not resized.
     """
@@ -103,7 +103,10 @@ def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
         arr = arr[..., :3].max(axis=2) if arr.shape[2] in (3, 4) else arr[..., 0]
     if arr.ndim != 2:
         raise IbisInputError(path, f"expected a 2D mask, got shape {arr.shape}")
-    mask = arr > 127 if arr.dtype == np.uint8 else np.nan_to_num(arr.astype(np.float64)) > 0
+    if arr.dtype == np.uint8 and arr.max() > 1:
+        mask = arr > 127
+    else:  # 0/1 masks of any type, bool, 16-bit and float masks
+        mask = np.nan_to_num(arr.astype(np.float64)) > 0
     if shape is not None and mask.shape != tuple(shape):
         raise IbisInputError(
             path, f"mask is {mask.shape[1]} x {mask.shape[0]} pixels but the image is {shape[1]} x {shape[0]}"

@@ -28,7 +28,9 @@ def _bar_run(desc: str, total: int, fn):
         return fn(lambda: bar.advance(task))
 
 
-def run_tool_training(data, out: Path, minutes: float, cache_dir: Path, heldout: int, eval_clicks: int, install: bool, seed: int):
+def run_tool_training(
+    data, out: Path, minutes: float, cache_dir: Path, heldout: int, eval_clicks: int, install: bool, seed: int, threads: int = 2
+):
     from ibisagent.cli.train import collect_pairs
     from ibisagent.data.splits import split_by_image
     from ibisagent.tools.litemedsam import CLICK_WEIGHTS, LiteMedSAMTool
@@ -49,7 +51,7 @@ def run_tool_training(data, out: Path, minutes: float, cache_dir: Path, heldout:
     t_embed = time.perf_counter() - t0
     items, skipped = _bar_run("loading targets", len(train), lambda adv: prepare_items(train, emb_files, adv))
     console.print(f"{len(items)} training targets; skipped: {skipped}")
-    cfg = ToolTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout)
+    cfg = ToolTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout, threads=threads)
     weights = train_prompt_path(items, out, cfg, log=console.print)
     t_train = time.perf_counter() - t0 - t_embed
 

@@ -33,7 +33,7 @@ def test_stop_rules(tool, demo_samples):
     env = IbisEnv(tool, max_steps=20)
     env.reset(image, "Segment the liver.", gt)
     click = format_response("same", "positive", 0.3, 0.4)
-    for i in range(3):
+    for _ in range(3):
         _, _, term, trunc, info = env.step(click)
     assert term and info["stop_reason"] == "repeat" and env.episode.stop_reason == "repeat"
 
