@@ -89,7 +89,9 @@ def main() -> None:
     print(f"{'encoder ms (fused conv-bn, channels-last)':<40}{enc_fast:10.0f}   speed-up {enc_plain / enc_fast:.2f}x")
     print(f"{'decoder ms per click (median of 10)':<40}{dec_ms:10.0f}")
     print(f"{f'{n1}-click episode / one encoder pass':<40}{with_cache / one_pass:10.2f}   (embedding cache on)")
-    print(f"{f'{n2}-click episode / one encoder pass':<40}{without_cache / one_pass:10.2f}   (no cache: encoder every step)")
+    print(
+        f"{f'{n2}-click episode / one encoder pass':<40}{without_cache / one_pass:10.2f}   (no cache: encoder every step)"
+    )
 
 
 if __name__ == "__main__":

@@ -38,10 +38,13 @@ def train_tool(
     data: Annotated[list[Path], typer.Argument(help="pairs.csv files or folders (searched for pairs.csv)")],
     out: Annotated[Path, typer.Option(help="Run folder: checkpoint, log, weights, report")] = Path("runs/tool"),
     minutes: Annotated[float, typer.Option(help="Optimisation budget in minutes (embedding not included)")] = 40.0,
-    cache_dir: Annotated[Path, typer.Option(help="On-disk embedding cache")] = Path.home() / ".cache/ibisagent/embeddings",
+    cache_dir: Annotated[Path, typer.Option(help="On-disk embedding cache")] = Path.home()
+    / ".cache/ibisagent/embeddings",
     heldout: Annotated[int, typer.Option(min=0, max=90, help="Held-out percent of images (split by image)")] = 15,
     eval_clicks: Annotated[int, typer.Option(help="Oracle clicks per held-out episode in the final evaluation")] = 20,
-    install: Annotated[bool, typer.Option(help="Copy the weights and model card into the package (the new default)")] = False,
+    install: Annotated[
+        bool, typer.Option(help="Copy the weights and model card into the package (the new default)")
+    ] = False,
     seed: int = 0,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads (1 is faster on a busy machine)")] = 2,
 ) -> None:

@@ -174,7 +174,9 @@ def session_losses(net, batch: list[TrainItem], cfg: ToolTrainConfig, rng: rando
     valid_t = torch.from_numpy(valid).float()[:, None]
 
     def loss_of(logits, iou_pred):
-        bce = (F.binary_cross_entropy_with_logits(logits, gt_t, reduction="none") * valid_t).sum((1, 2, 3)) / valid_t.sum((1, 2, 3))
+        bce = (F.binary_cross_entropy_with_logits(logits, gt_t, reduction="none") * valid_t).sum(
+            (1, 2, 3)
+        ) / valid_t.sum((1, 2, 3))
         p = torch.sigmoid(logits) * valid_t
         dice = 1 - (2 * (p * gt_t).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + gt_t.sum((1, 2, 3)) + 1)
         with torch.no_grad():
@@ -191,7 +193,14 @@ def session_losses(net, batch: list[TrainItem], cfg: ToolTrainConfig, rng: rando
             ys, xs = np.nonzero(it.target)
             x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
             jw, jh = 0.1 * (x1 - x0 + 1), 0.1 * (y1 - y0 + 1)
-            boxes.append([x0 + rng.uniform(-jw, jw), y0 + rng.uniform(-jh, jh), x1 + rng.uniform(-jw, jw), y1 + rng.uniform(-jh, jh)])
+            boxes.append(
+                [
+                    x0 + rng.uniform(-jw, jw),
+                    y0 + rng.uniform(-jh, jh),
+                    x1 + rng.uniform(-jw, jw),
+                    y1 + rng.uniform(-jh, jh),
+                ]
+            )
         logits, iou_pred = decode(net, feats, None, None, None, torch.tensor(boxes, dtype=torch.float32))
         loss, tiou = loss_of(logits, iou_pred)
         return loss, {"mode": "box", "iou_last": float(tiou.mean()), "clicks": 0}
@@ -200,7 +209,12 @@ def session_losses(net, batch: list[TrainItem], cfg: ToolTrainConfig, rng: rando
     refine = rng.random() < cfg.p_refine
     if refine:
         starts = [corrupt_mask(it.target, rng) for it in batch]
-        prior = torch.cat([mask_to_lowres_logits(s[: it.input_size[0], : it.input_size[1]], it.input_size) for s, it in zip(starts, batch)])
+        prior = torch.cat(
+            [
+                mask_to_lowres_logits(s[: it.input_size[0], : it.input_size[1]], it.input_size)
+                for s, it in zip(starts, batch)
+            ]
+        )
         preds = [s & v for s, v in zip(starts, valid)]
     else:
         prior = None
@@ -323,11 +337,20 @@ def train_prompt_path(items: list[TrainItem], out_dir: Path, cfg: ToolTrainConfi
         step += 1
         elapsed = time.perf_counter() - t_start
         ema = float(loss) if ema is None else 0.95 * ema + 0.05 * float(loss)
-        row = {"step": step, "loss": round(float(loss), 4), "ema": round(ema, 4), "lr": opt.param_groups[0]["lr"], "elapsed": round(elapsed, 1), **stats}
+        row = {
+            "step": step,
+            "loss": round(float(loss), 4),
+            "ema": round(ema, 4),
+            "lr": opt.param_groups[0]["lr"],
+            "elapsed": round(elapsed, 1),
+            **stats,
+        }
         log_fh.write(json.dumps(row) + "\n")
         log_fh.flush()
         if step % 10 == 0:
-            log(f"step {step} loss {ema:.3f} last-click IoU {stats['iou_last']:.3f} ({stats['mode']}) {elapsed / 60:.1f}/{cfg.minutes:.0f} min")
+            log(
+                f"step {step} loss {ema:.3f} last-click IoU {stats['iou_last']:.3f} ({stats['mode']}) {elapsed / 60:.1f}/{cfg.minutes:.0f} min"
+            )
         if step % cfg.checkpoint_every == 0:
             save_checkpoint(ckpt, net, opt, step, elapsed, rng, cfg)
     save_checkpoint(ckpt, net, opt, step, elapsed, rng, cfg)

@@ -17,8 +17,13 @@ console = Console(stderr=True)
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
     )
 
 
@@ -29,7 +34,15 @@ def _bar_run(desc: str, total: int, fn):
 
 
 def run_tool_training(
-    data, out: Path, minutes: float, cache_dir: Path, heldout: int, eval_clicks: int, install: bool, seed: int, threads: int = 2
+    data,
+    out: Path,
+    minutes: float,
+    cache_dir: Path,
+    heldout: int,
+    eval_clicks: int,
+    install: bool,
+    seed: int,
+    threads: int = 2,
 ):
     from ibisagent.cli.train import collect_pairs
     from ibisagent.data.splits import split_by_image
@@ -41,10 +54,14 @@ def run_tool_training(
     t0 = time.perf_counter()
     samples = collect_pairs(list(data))
     train, held = split_by_image(samples, heldout)
-    console.print(f"{len(samples)} pairs from {len({s.origin for s in samples})} sources: {len(train)} train, {len(held)} held out (split by image)")
+    console.print(
+        f"{len(samples)} pairs from {len({s.origin for s in samples})} sources: {len(train)} train, {len(held)} held out (split by image)"
+    )
     encoder_tool = LiteMedSAMTool(weights="original")
     images = sorted({s.image for s in samples})
-    emb_files = _bar_run("embedding images (once, cached)", len(images), lambda adv: embed_images(encoder_tool, images, cache_dir, adv))
+    emb_files = _bar_run(
+        "embedding images (once, cached)", len(images), lambda adv: embed_images(encoder_tool, images, cache_dir, adv)
+    )
     bad = {k: v for k, v in emb_files.items() if not isinstance(v, Path)}
     for v in list(bad.values())[:5]:
         console.print(f"[yellow]skipped image[/] {v}")
@@ -55,15 +72,31 @@ def run_tool_training(
     weights = train_prompt_path(items, out, cfg, log=console.print)
     t_train = time.perf_counter() - t0 - t_embed
 
-    report = {"pairs": len(samples), "train_pairs": len(train), "heldout_pairs": len(held), "train_targets": len(items),
-              "skipped": skipped, "unreadable_images": len(bad), "config": cfg.__dict__, "embed_minutes": round(t_embed / 60, 1),
-              "train_minutes": round(t_train / 60, 1), "results": {}}
+    report = {
+        "pairs": len(samples),
+        "train_pairs": len(train),
+        "heldout_pairs": len(held),
+        "train_targets": len(items),
+        "skipped": skipped,
+        "unreadable_images": len(bad),
+        "config": cfg.__dict__,
+        "embed_minutes": round(t_embed / 60, 1),
+        "train_minutes": round(t_train / 60, 1),
+        "results": {},
+    }
     for name, weights_arg in (("original", "original"), ("clicks", str(weights))):
         tool = LiteMedSAMTool(weights=weights_arg, cache_entries=64)
-        summ = _bar_run(f"held-out oracle clicks ({name})", len(held), lambda adv, tool=tool: evaluate_tool(tool, held, emb_files, eval_clicks, adv))
+        summ = _bar_run(
+            f"held-out oracle clicks ({name})",
+            len(held),
+            lambda adv, tool=tool: evaluate_tool(tool, held, emb_files, eval_clicks, adv),
+        )
         report["results"][name] = summ
-        console.print(f"{name}: IoU@1/3/5/10 " + " / ".join(f"{summ['mean_iou_at'][k]:.3f}" for k in ("1", "3", "5", "10"))
-                      + f", NoC@85 {summ['noc']['85']:.2f}, GT-box IoU {summ['box_iou']:.3f}")
+        console.print(
+            f"{name}: IoU@1/3/5/10 "
+            + " / ".join(f"{summ['mean_iou_at'][k]:.3f}" for k in ("1", "3", "5", "10"))
+            + f", NoC@85 {summ['noc']['85']:.2f}, GT-box IoU {summ['box_iou']:.3f}"
+        )
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
     card = model_card(report)
     atomic_write_bytes(out / "MODEL_CARD.md", card.encode())
@@ -97,7 +130,8 @@ def model_card(report: dict) -> str:
         "point or at random well inside it; further clicks in the error regions of the model's own prediction;",
         "previous logits fed back; BCE + Dice + IoU-head MSE at the first and last click; 15% box prompts;",
         "15% sessions starting from a corrupted mask. "
-        + ", ".join(f"{k}={v}" for k, v in report["config"].items() if k not in ("extra",)) + ".",
+        + ", ".join(f"{k}={v}" for k, v in report["config"].items() if k not in ("extra",))
+        + ".",
         f"Embedding took {report['embed_minutes']} min, optimisation {report['train_minutes']} min on 2 CPU cores.",
         "Reproduce: `ibisagent train tool ../shared/data --minutes 40 --install`.",
         "",
@@ -108,8 +142,18 @@ def model_card(report: dict) -> str:
     ]
     for name, s in res.items():
         m, n = s["mean_iou_at"], s["noc"]
-        lines.append(f"| {name} | {m['1']:.3f} | {m['3']:.3f} | {m['5']:.3f} | {m['10']:.3f} | {n['80']:.2f} | {n['85']:.2f} | {n['90']:.2f} | {s['box_iou']:.3f} |")
-    lines += ["", "Per modality (click-trained weights):", "", "| modality | n | IoU@1 | IoU@5 | NoC@85 |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {m['1']:.3f} | {m['3']:.3f} | {m['5']:.3f} | {m['10']:.3f} | {n['80']:.2f} | {n['85']:.2f} | {n['90']:.2f} | {s['box_iou']:.3f} |"
+        )
+    lines += [
+        "",
+        "Per modality (click-trained weights):",
+        "",
+        "| modality | n | IoU@1 | IoU@5 | NoC@85 |",
+        "|---|---|---|---|---|",
+    ]
     for mod, s in res.get("clicks", {}).get("per_modality", {}).items():
-        lines.append(f"| {mod} | {s['n']} | {s['mean_iou_at']['1']:.3f} | {s['mean_iou_at']['5']:.3f} | {s['noc']['85']:.2f} |")
+        lines.append(
+            f"| {mod} | {s['n']} | {s['mean_iou_at']['1']:.3f} | {s['mean_iou_at']['5']:.3f} | {s['noc']['85']:.2f} |"
+        )
     return "\n".join(lines) + "\n"

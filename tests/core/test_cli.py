@@ -16,7 +16,21 @@ def test_help_lists_commands():
 
 def test_simulate_on_bundled_demo(tmp_path, demo_dir):
     summary = tmp_path / "s.json"
-    r = runner.invoke(app, ["simulate", str(demo_dir), "--limit", "2", "--max-clicks", "3", "--out", str(tmp_path / "run"), "--summary-json", str(summary)])
+    r = runner.invoke(
+        app,
+        [
+            "simulate",
+            str(demo_dir),
+            "--limit",
+            "2",
+            "--max-clicks",
+            "3",
+            "--out",
+            str(tmp_path / "run"),
+            "--summary-json",
+            str(summary),
+        ],
+    )
     assert r.exit_code == 0, r.output
     s = json.loads(summary.read_text())
     assert s["n"] == 2 and set(s["mean_iou_at"]) == {"1", "3", "5", "10", "20"} and set(s["noc"]) == {"80", "85", "90"}
@@ -24,7 +38,9 @@ def test_simulate_on_bundled_demo(tmp_path, demo_dir):
     assert len(rows) == 2 and all(len(r["ious"]) >= 1 for r in rows)
     assert len(list((tmp_path / "run" / "overlays").glob("*.png"))) == 2
     # resume: a second run does not redo finished pairs
-    r2 = runner.invoke(app, ["simulate", str(demo_dir), "--limit", "2", "--max-clicks", "3", "--out", str(tmp_path / "run")])
+    r2 = runner.invoke(
+        app, ["simulate", str(demo_dir), "--limit", "2", "--max-clicks", "3", "--out", str(tmp_path / "run")]
+    )
     assert r2.exit_code == 0
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 2
 
@@ -36,7 +52,21 @@ def test_click_writes_mask_and_overlay(tmp_path, demo_dir):
     assert r.exit_code == 0, r.output
     m = np.asarray(Image.open(out))
     assert m.shape == (1024, 1024) and set(np.unique(m)) <= {0, 255} and (m > 0).any()
-    r = runner.invoke(app, ["click", str(img), "--mask", str(out), "--neg", "300,460", "--out", str(tmp_path / "m2.png"), "--overlay", str(ov)])
+    r = runner.invoke(
+        app,
+        [
+            "click",
+            str(img),
+            "--mask",
+            str(out),
+            "--neg",
+            "300,460",
+            "--out",
+            str(tmp_path / "m2.png"),
+            "--overlay",
+            str(ov),
+        ],
+    )
     assert r.exit_code == 0, r.output
 
 

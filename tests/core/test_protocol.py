@@ -47,7 +47,9 @@ def test_formatter_round_trips_four_decimals():
 def test_prompts_are_the_released_ones():
     assert SYSTEM_PROMPT.startswith("You are a precise and expert medical segmentation agent.")
     assert SYSTEM_PROMPT.endswith("you must also append a final, concise summary in an <answer> tag.")
-    assert refinement_turn_text("Segment the liver").startswith('<image>This is a refinement step. User\'s original query: "Segment the liver".')
+    assert refinement_turn_text("Segment the liver").startswith(
+        '<image>This is a refinement step. User\'s original query: "Segment the liver".'
+    )
 
 
 @given(st.text(max_size=300))
