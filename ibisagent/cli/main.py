@@ -8,6 +8,7 @@ from ibisagent import __version__
 from ibisagent.cli import click, simulate, train
 from ibisagent.cli import data as data_cmd
 from ibisagent.cli import eval as eval_cmd
+from ibisagent.cli import segment as segment_cli
 from ibisagent.cli import serve as serve_cli
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(serve_cli.app)
 app.add_typer(train.app, name="train")
+app.add_typer(segment_cli.app)
 
 
 def _version(value: bool) -> None:

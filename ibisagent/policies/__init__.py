@@ -8,8 +8,9 @@ from ibisagent.policies.base import Policy
 def make_policy(spec: str = "oracle", **kwargs) -> Policy:
     """A policy from a short spec. Known: "oracle[:IOU]" (needs the reference mask; kwargs:
     iou_threshold); baselines "centre", "random[:K]" (kwargs: seed), "box" (needs the
-    reference mask; see policies/baselines.py). Learned policies ("compact", "hf:PATH",
-    "openai:URL") register here as they land."""
+    reference mask; see policies/baselines.py); "hf:PATH" (a local Qwen-VL checkpoint or LoRA
+    adapter; kwargs: see vlm_hf.HFPolicy), "openai:URL[#MODEL]" (an OpenAI-compatible server;
+    kwargs: see openai_compat.OpenAIPolicy), "human" (kwargs: ask= or commands=)."""
     from ibisagent.errors import IbisInputError
 
     name, _, rest = spec.partition(":")
@@ -30,7 +31,26 @@ def make_policy(spec: str = "oracle", **kwargs) -> Policy:
         if rest:
             raise IbisInputError(spec, f"the {name} baseline takes no argument")
         return baselines.BoxPromptPolicy() if name == "box" else baselines.CentreClickPolicy()
-    raise IbisInputError(spec, "unknown policy; available: oracle[:IOU], centre, random[:K], box")
+    if name == "hf":
+        from ibisagent.policies.vlm_hf import HFPolicy
+
+        if not rest:
+            raise IbisInputError(spec, "give the model folder: hf:PATH (a checkpoint or a LoRA adapter)")
+        return HFPolicy(rest, **kwargs)
+    if name == "openai":
+        from ibisagent.policies.openai_compat import OpenAIPolicy
+
+        url, _, model = rest.partition("#")
+        if not url:
+            raise IbisInputError(spec, "give the server: openai:URL[#MODEL], e.g. openai:http://localhost:8000/v1")
+        return OpenAIPolicy(url, model=model or None, **kwargs)
+    if name == "human":
+        from ibisagent.policies.human import HumanPolicy
+
+        return HumanPolicy(**kwargs)
+    raise IbisInputError(
+        spec, "unknown policy; available: oracle[:IOU], centre, random[:K], box, hf:PATH, openai:URL[#MODEL], human"
+    )
 
 
 def _number(spec: str, text: str, kind: type):
