@@ -3,6 +3,8 @@
 State: the image, the query, all clicks so far, the current mask and the tool's logits.
 `step` takes the policy's raw text (or a parsed `Action`), runs the tool with all clicks so far
 and the previous logits as spatial prior, and returns the overlay as the next observation.
+A `Discard Mask` action (our protocol extension, docs/protocol.md) drops all clicks, the mask
+and the logits and continues from an empty mask; it is not terminal.
 Stop rules (as released): the stop action; an unparsable action; the same action three times
 in a row; `max_steps` actions (truncation).
 """
@@ -121,6 +123,13 @@ class IbisEnv:
         elif action.kind == "stop":
             terminated, reason = True, "stop"
             self.episode.answer = action.answer
+        elif action.kind == "discard":
+            self.points, self.labels = [], []
+            self.mask = np.zeros(self.image.shape[:2], bool)
+            self.logits = None
+            rec.mask = encode_mask(self.mask)
+            if self._repeated(action):
+                terminated, reason = True, "repeat"
         else:
             H, W = self.image.shape[:2]
             px, py = action.to_pixel(W, H)
@@ -133,8 +142,7 @@ class IbisEnv:
             rec.click = (px, py, action.label)
             rec.mask = encode_mask(self.mask)
             rec.score = out.score
-            self._recent = (self._recent + [action.signature()])[-self.repeat_limit :]
-            if len(self._recent) == self.repeat_limit and len(set(self._recent)) == 1:
+            if self._repeated(action):
                 terminated, reason = True, "repeat"
         rec.iou = self.current_iou()
         rec.policy_s = policy_s
@@ -161,6 +169,11 @@ class IbisEnv:
         return None if self.gt is None else mask_iou(self.mask, self.gt)
 
     # -- helpers ----------------------------------------------------------------------
+    def _repeated(self, action: Action) -> bool:
+        """Record `action`; True when it is the same as the previous `repeat_limit - 1`."""
+        self._recent = (self._recent + [action.signature()])[-self.repeat_limit :]
+        return len(self._recent) == self.repeat_limit and len(set(self._recent)) == 1
+
     def _observation(self) -> Observation:
         initial = self.t == 0 and not self.refining
         img = self.image if initial else render_overlay(self.image, self.mask, self.overlay_color, self.overlay_alpha)

@@ -50,8 +50,10 @@ def refinement_turn_text(query: str) -> str:
 class Action:
     """One parsed agent move.
 
-    kind: "positive" | "negative" | "stop" | "invalid". For clicks, (x, y) are normalised to
-    [0, 1] (x = column / W, y = row / H). `answer` is the <answer> text of a stop.
+    kind: "positive" | "negative" | "stop" | "discard" | "invalid". For clicks, (x, y) are
+    normalised to [0, 1] (x = column / W, y = row / H). `answer` is the <answer> text of a stop.
+    "discard" (`Discard Mask`) is our extension (docs/protocol.md): drop the given or current
+    mask and all clicks, and start again from an empty mask.
     """
 
     kind: str
@@ -85,6 +87,7 @@ _BLOCK = {tag: re.compile(rf"<{tag}>(.*?)</{tag}>", re.S | re.I) for tag in ("th
 _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)"
 _CLICK = re.compile(rf"^(positive|negative)\s+point\s*\(\s*{_NUM}\s*,\s*{_NUM}\s*\)$", re.I)
 _STOP = re.compile(r"^(terminate|termination)\.?$", re.I)
+_DISCARD = re.compile(r"^discard(\s+mask)?\.?$", re.I)
 
 
 def parse_response(text: str) -> Action:
@@ -104,6 +107,8 @@ def parse_response(text: str) -> Action:
     answer = answer_m.group(1).strip() if answer_m else None
     if _STOP.match(body):
         return Action("stop", answer=answer, think=think)
+    if _DISCARD.match(body):
+        return Action("discard", think=think)
     m = _CLICK.match(body)
     if not m:
         return Action("invalid", think=think, error=f"unrecognised action {body[:60]!r}")
@@ -128,9 +133,12 @@ def format_check(text: str) -> str | None:
 
 
 def format_action(kind: str, x: float | None = None, y: float | None = None) -> str:
-    """The action line: 'Positive Point (0.4120, 0.5531)', 'Negative Point (...)' or 'Terminate'."""
+    """The action line: 'Positive Point (0.4120, 0.5531)', 'Negative Point (...)', 'Terminate'
+    or (our extension) 'Discard Mask'."""
     if kind == "stop":
         return "Terminate"
+    if kind == "discard":
+        return "Discard Mask"
     if kind not in ("positive", "negative"):
         raise ValueError(f"cannot format action kind {kind!r}")
     return f"{kind.capitalize()} Point ({x:.4f}, {y:.4f})"
