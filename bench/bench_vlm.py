@@ -20,12 +20,15 @@ import numpy as np
 
 
 def observation(size: int = 512):
+    import cv2
+
     from ibisagent.env.env import Observation
     from ibisagent.env.episode import Episode
     from ibisagent.env.protocol import first_turn_text
+    from ibisagent.io.images import load_image
 
-    rng = np.random.default_rng(0)
-    img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    demo = Path(__file__).resolve().parents[1] / "ibisagent/assets/demo/images/06_CT_abdomen.png"
+    img = cv2.resize(load_image(demo), (size, size), interpolation=cv2.INTER_AREA)  # a real CT slice
     q = "Segment the liver"
     return Observation(img, np.zeros((size, size), bool), first_turn_text(q), q, 0, [], img), Episode(q, (size, size))
 

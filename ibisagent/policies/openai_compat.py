@@ -44,7 +44,7 @@ def base_url(url: str) -> str:
 
 def png_data_url(pil_image) -> str:
     buf = io.BytesIO()
-    pil_image.save(buf, format="PNG")
+    pil_image.save(buf, format="PNG", compress_level=1)  # fast; lossless either way
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
