@@ -10,6 +10,7 @@ from ibisagent.cli import data as data_cmd
 from ibisagent.cli import eval as eval_cmd
 from ibisagent.cli import segment as segment_cli
 from ibisagent.cli import serve as serve_cli
+from ibisagent.cli import synth as synth_cli
 
 app = typer.Typer(
     help="ibisagent: segment biomedical objects from a text query by reasoning and clicking.",
@@ -23,6 +24,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(serve_cli.app)
 app.add_typer(train.app, name="train")
+app.add_typer(synth_cli.app)
 app.add_typer(segment_cli.app)
 
 

@@ -1,0 +1,68 @@
+"""Trajectory synthesis speed: trajectories per minute on real data, and the share of time in
+the encoder, the decoder and rendering (overlay + PNG writing).
+
+    python bench/bench_synth.py [DATA] [--limit 40] [--workers 1] [--embedding-cache DIR]
+
+DATA defaults to ../shared/data (else the bundled demo). Runs `ibisagent.synth.job.run_synth`
+into a temporary folder with the default mix and prints the summary's figures as one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    shared = ROOT.parent / "shared" / "data"
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", nargs="?", default=str(shared if shared.exists() else ROOT / "ibisagent/assets/demo"))
+    ap.add_argument("--limit", type=int, default=40, help="samples (of the dataset's order)")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--embedding-cache", default=None, help="e.g. ~/.cache/ibisagent/embeddings")
+    args = ap.parse_args()
+
+    from ibisagent.synth.job import JobConfig, run_synth
+
+    cfg = JobConfig(
+        data=args.data,
+        limit=args.limit,
+        workers=args.workers,
+        threads=args.threads,
+        embedding_cache=str(Path(args.embedding_cache).expanduser()) if args.embedding_cache else None,
+    )
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        s = run_synth(cfg, out)
+        wall = time.perf_counter() - t0
+    rows = [
+        ("data", args.data),
+        ("samples", args.limit),
+        ("workers x threads", f"{args.workers} x {args.threads}"),
+        ("embedding cache", args.embedding_cache or "off"),
+        ("trajectories (skipped)", f"{s['trajectories']} ({s['skipped']})"),
+        ("by kind", ", ".join(f"{k}={v}" for k, v in s["by_kind"].items())),
+        ("mean clicks", s["mean_clicks"]),
+        ("wall s", f"{wall:.1f}"),
+        ("trajectories / min (wall)", f"{60 * s['trajectories'] / wall:.1f}"),
+        (
+            "share encoder / decoder / render",
+            " / ".join(f"{s['time_share'][k]:.2f}" for k in ("encoder", "decoder", "render")),
+        ),
+        (
+            "worker s: encoder, decoder, render, total",
+            ", ".join(f"{s['timing_s'].get(k, 0):.1f}" for k in ("encoder_s", "decoder_s", "render_s", "total_s")),
+        ),
+    ]
+    w = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{w}}  {v}")
+
+
+if __name__ == "__main__":
+    main()
