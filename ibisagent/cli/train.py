@@ -105,3 +105,32 @@ def _train_sft(config, output_dir, max_steps, resume, merge_only):
     if losses:
         typer.echo(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} over {result['steps']} steps")
     typer.echo(f"saved: {result['adapter']}" + (f"; merged: {result['merged']}" if result["merged"] else ""))
+
+
+@app.command("compact")
+def train_compact_cmd(
+    data: Annotated[list[Path], typer.Argument(help="pairs.csv files or folders (searched for pairs.csv)")],
+    out: Annotated[Path, typer.Option(help="Run folder: weights, log, report")] = Path("runs/compact"),
+    minutes: Annotated[float, typer.Option(help="Optimisation budget in minutes")] = 12.0,
+    cache_dir: Annotated[Path, typer.Option(help="On-disk embedding cache (shared with train tool)")] = Path.home()
+    / ".cache/ibisagent/embeddings",
+    heldout: Annotated[int, typer.Option(min=0, max=90, help="Held-out percent of images (split by image)")] = 15,
+    eval_steps: Annotated[int, typer.Option(help="Max actions per held-out episode")] = 10,
+    install: Annotated[bool, typer.Option(help="Copy the weights and report into the package (the new default)")] = False,
+    seed: int = 0,
+) -> None:
+    """Train the compact text-to-click policy (the default of `segment`) from image/mask pairs.
+
+    Embeds images once (shared cache with `train tool`), trains the belief network for MINUTES,
+    then runs held-out episodes from the query alone (the click-trained tool, no oracle) and
+    reports mean IoU per category and modality next to a text-free baseline (centre click).
+
+    Example: ibisagent train compact ../shared/data --minutes 12 --install
+    """
+    run_guarded(_train_compact, data, out, minutes, cache_dir, heldout, eval_steps, install, seed)
+
+
+def _train_compact(data, out, minutes, cache_dir, heldout, eval_steps, install, seed):
+    from ibisagent.train.compact_pipeline import run_compact_training
+
+    run_compact_training(data, out, minutes, cache_dir, heldout, eval_steps, install, seed)

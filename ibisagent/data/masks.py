@@ -36,7 +36,7 @@ def mask_from_array(arr: np.ndarray, what: object = "mask", shape: tuple[int, in
     values = np.unique(arr)
     if values.size <= 2 and (values.size == 1 or values[0] == 0):
         return arr != 0 if values.size == 2 or values[0] != 0 else np.zeros(arr.shape, bool)
-    if arr.dtype == np.uint8:
+    if arr.dtype == np.uint8 and values[-1] >= 235 and values[0] <= 20:
         near = np.count_nonzero((arr <= 20) | (arr >= 235))
         if near >= NEAR_BINARY_FRACTION * arr.size:
             return arr > 127

@@ -10,7 +10,8 @@ def make_policy(spec: str = "oracle", **kwargs) -> Policy:
     iou_threshold); baselines "centre", "random[:K]" (kwargs: seed), "box" (needs the
     reference mask; see policies/baselines.py); "hf:PATH" (a local Qwen-VL checkpoint or LoRA
     adapter; kwargs: see vlm_hf.HFPolicy), "openai:URL[#MODEL]" (an OpenAI-compatible server;
-    kwargs: see openai_compat.OpenAIPolicy), "human" (kwargs: ask= or commands=)."""
+    kwargs: see openai_compat.OpenAIPolicy), "human" (kwargs: ask= or commands=), "compact[:PATH]"
+    (the shipped text-to-click policy, see compact.py)."""
     from ibisagent.errors import IbisInputError
 
     name, _, rest = spec.partition(":")
@@ -44,12 +45,17 @@ def make_policy(spec: str = "oracle", **kwargs) -> Policy:
         if not url:
             raise IbisInputError(spec, "give the server: openai:URL[#MODEL], e.g. openai:http://localhost:8000/v1")
         return OpenAIPolicy(url, model=model or None, **kwargs)
+    if name == "compact":
+        from ibisagent.policies.compact import CompactPolicy
+
+        return CompactPolicy(weights=rest or None, **kwargs)
     if name == "human":
         from ibisagent.policies.human import HumanPolicy
 
         return HumanPolicy(**kwargs)
     raise IbisInputError(
-        spec, "unknown policy; available: oracle[:IOU], centre, random[:K], box, hf:PATH, openai:URL[#MODEL], human"
+        spec,
+        "unknown policy; available: compact[:PATH], oracle[:IOU], centre, random[:K], box, hf:PATH, openai:URL[#MODEL], human",
     )
 
 
