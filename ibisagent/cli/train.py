@@ -116,7 +116,9 @@ def train_compact_cmd(
     / ".cache/ibisagent/embeddings",
     heldout: Annotated[int, typer.Option(min=0, max=90, help="Held-out percent of images (split by image)")] = 15,
     eval_steps: Annotated[int, typer.Option(help="Max actions per held-out episode")] = 10,
-    install: Annotated[bool, typer.Option(help="Copy the weights and report into the package (the new default)")] = False,
+    install: Annotated[
+        bool, typer.Option(help="Copy the weights and report into the package (the new default)")
+    ] = False,
     seed: int = 0,
 ) -> None:
     """Train the compact text-to-click policy (the default of `segment`) from image/mask pairs.
