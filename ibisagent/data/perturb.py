@@ -38,7 +38,9 @@ def perturb_mask(mask: np.ndarray, recipe: str, seed: int = 0) -> np.ndarray:
         r = _radius(m, rng.uniform(0.08, 0.2))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         out = (cv2.erode if recipe == "erode" else cv2.dilate)(u8, kernel) > 0
-        return out if out.any() else m.copy()
+        if not out.any():  # too thin to erode: grow it instead, so the given mask is still wrong
+            out = cv2.dilate(u8, kernel) > 0
+        return out
     if recipe == "shift":
         d, angle = _radius(m, rng.uniform(0.1, 0.25)), rng.uniform(0, 2 * np.pi)
         shift = np.float32([[1, 0, d * np.cos(angle)], [0, 1, d * np.sin(angle)]])

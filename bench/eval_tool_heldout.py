@@ -1,0 +1,58 @@
+"""Held-out oracle-click evaluation of LiteMedSAM prompt paths (the numbers of the model card).
+
+    python bench/eval_tool_heldout.py ../shared/data --configs original:points+prior clicks:points+prior \
+        clicks:box+points+prior --max-clicks 10 --json runs/tool_heldout.json
+
+Same split by image as `ibisagent train tool` (15% held out); embeddings from its disk cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", nargs="+", type=Path)
+    ap.add_argument("--configs", nargs="+", default=["original:points+prior", "clicks:points+prior"])
+    ap.add_argument("--max-clicks", type=int, default=10)
+    ap.add_argument("--heldout", type=int, default=15)
+    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache/ibisagent/embeddings")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    from ibisagent.cli.train import collect_pairs
+    from ibisagent.data.splits import split_by_image
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.train.embedding_cache import cache_path
+    from ibisagent.train.tool_eval import evaluate_tool
+
+    _, held = split_by_image(collect_pairs(args.data), args.heldout)
+    emb_files = {s.image: cache_path(args.cache_dir, s.image) for s in held}
+    emb_files = {k: v for k, v in emb_files.items() if v.exists()}
+    print(
+        f"{len(held)} held-out pairs ({len(emb_files)} images with cached embeddings), up to {args.max_clicks} oracle clicks"
+    )
+    print(
+        f"{'weights:strategy':<28}{'IoU@1':>7}{'IoU@3':>7}{'IoU@5':>7}{'IoU@10':>7}{'NoC80':>7}{'NoC85':>7}{'NoC90':>7}{'box':>7}"
+    )
+    results = {}
+    for cfg in args.configs:
+        weights, _, strategy = cfg.partition(":")
+        tool = LiteMedSAMTool(weights=weights, strategy=strategy or "points+prior", cache_entries=4)
+        s = evaluate_tool(tool, held, emb_files, args.max_clicks)
+        m, n = s["mean_iou_at"], s["noc"]
+        print(
+            f"{cfg:<28}{m['1']:7.3f}{m['3']:7.3f}{m['5']:7.3f}{m['10']:7.3f}{n['80']:7.2f}{n['85']:7.2f}{n['90']:7.2f}{s['box_iou']:7.3f}",
+            flush=True,
+        )
+        results[cfg] = s
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
