@@ -143,11 +143,18 @@ class CompactPolicy(Policy):
     def act(self, obs: Observation, episode: Episode) -> str:
         target, p_present = self.belief(obs.original, obs.query)
         H, W = target.shape
-        if p_present < self.presence_threshold or not target.any():
+        if p_present < self.presence_threshold:
             return format_response(
                 f"I look for what the query asks for and judge it absent (confidence it is present: {p_present:.2f}).",
                 "stop",
                 answer="No, the target is not visible in this image.",
+            )
+        if not target.any():
+            return format_response(
+                f"The target may be present (confidence {p_present:.2f}), but no region of the image reaches 50% "
+                "belief, so I cannot place a click on it.",
+                "stop",
+                answer="I could not locate the target in this image.",
             )
         area = 100 * target.mean()
         seen = f"The target I see covers about {area:.1f}% of the image, in the {where(target)} part."
