@@ -45,6 +45,13 @@ def segment(
     clicks: Annotated[
         list[str] | None, typer.Option("--click", help="human: scripted commands ('p 0.5,0.4', 'n X,Y', 'stop')")
     ] = None,
+    axis: Annotated[str, typer.Option(help="Volumes: slice axis (axial, coronal, sagittal)")] = "axial",
+    slices: Annotated[
+        str | None, typer.Option(help="Volumes: slices to run, START:STOP[:STEP] or one index (default all)")
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="Volumes: window preset (auto, abdomen, lung, bone, brain, liver, mr)")
+    ] = "auto",
     tool: ToolOpt = "litemedsam",
     strategy: StrategyOpt = "points+prior",
 ) -> None:
@@ -54,6 +61,11 @@ def segment(
       ibisagent segment scan.png -q "Segment the liver" --policy hf:models/qwen2_5vl-7b-RL
       ibisagent segment scan.png -q "Segment the liver" --policy openai:http://localhost:8000/v1
       ibisagent segment scan.png -q "Segment the liver" --reference liver.png
+      ibisagent segment ct.nii.gz -q "Segment the liver" --policy openai:URL --slices 40:60 --window liver
+
+    A NIfTI volume or a DICOM series folder is segmented slice by slice along --axis; the mask is
+    written as OUT/mask.nii.gz with the input's affine and header (opens over the original in
+    3D Slicer or ITK-SNAP).
     """
     opts = dict(
         history=history,
@@ -68,7 +80,46 @@ def segment(
         retries=retries,
         clicks=clicks,
     )
+    from ibisagent.data.volume_io import is_volume_path
+
+    if is_volume_path(image):
+        vol = dict(axis=axis, slices=slices, window=window)
+        run_guarded(
+            _segment_volume, image, query, policy, reference, init_mask, out, max_steps, opts, tool, strategy, vol
+        )
+        return
     run_guarded(_segment, image, query, policy, reference, init_mask, out, max_steps, opts, tool, strategy)
+
+
+def _segment_volume(volume_path, query, spec, reference, init_path, out, max_steps, opts, tool, strategy, vol):
+    """Slice by slice: one episode per slice with the same policy and tool; a NIfTI mask out."""
+    from ibisagent.data.segment_volume import segment_volume
+    from ibisagent.env.env import IbisEnv
+    from ibisagent.env.runner import run_episode
+    from ibisagent.policies import make_policy
+
+    if not query.strip():
+        raise IbisInputError("--query", "the query is empty")
+    if reference is not None or init_path is not None:
+        raise IbisInputError(volume_path, "--reference and --init-mask are for 2D images; for volumes give a policy")
+    if spec is None:
+        raise IbisInputError("--policy", "choose a policy for the volume (hf:PATH, openai:URL, human, centre, ...)")
+    policy = make_policy(spec, **policy_kwargs(spec, opts))
+    if policy.needs_reference:
+        raise IbisInputError(spec, "this policy reads a reference mask, which volumes do not take")
+    env = IbisEnv(make_tool_from_opts(tool, strategy), max_steps=max_steps)
+    name = volume_path.name.removesuffix(".gz").removesuffix(".nii")
+    out = out or volume_path.parent / f"{name}_segment"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def segment_slice(image):
+        return run_episode(env, policy, image, query).final_mask
+
+    def progress(i, total):
+        typer.echo(f"slice {i + 1}/{total}")
+
+    res = segment_volume(volume_path, segment_slice, out / "mask.nii.gz", on_slice=progress, **vol)
+    typer.echo(f"mask: {res.path} ({len(res.slices)} slices, {res.voxels} voxels, {res.seconds:.1f} s)")
 
 
 def policy_kwargs(spec: str, opts: dict, ask=None) -> dict:
