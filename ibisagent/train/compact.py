@@ -137,10 +137,10 @@ def train_compact(positives, negatives, feats, out_dir: Path, cfg: CompactTrainC
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         step += 1
-        ema = float(loss) if ema is None else 0.95 * ema + 0.05 * float(loss)
+        value = loss.item()
+        ema = value if ema is None else 0.95 * ema + 0.05 * value
         log_fh.write(
-            json.dumps({"step": step, "loss": round(float(loss), 4), "dice": round(float(dice[: len(pos)].mean()), 4)})
-            + "\n"
+            json.dumps({"step": step, "loss": round(value, 4), "dice": round(dice[: len(pos)].mean().item(), 4)}) + "\n"
         )
         if step % 25 == 0:
             log_fh.flush()

@@ -336,10 +336,11 @@ def train_prompt_path(items: list[TrainItem], out_dir: Path, cfg: ToolTrainConfi
         opt.step()
         step += 1
         elapsed = time.perf_counter() - t_start
-        ema = float(loss) if ema is None else 0.95 * ema + 0.05 * float(loss)
+        value = loss.item()
+        ema = value if ema is None else 0.95 * ema + 0.05 * value
         row = {
             "step": step,
-            "loss": round(float(loss), 4),
+            "loss": round(value, 4),
             "ema": round(ema, 4),
             "lr": opt.param_groups[0]["lr"],
             "elapsed": round(elapsed, 1),
