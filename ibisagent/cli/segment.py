@@ -25,7 +25,7 @@ def segment(
     policy: Annotated[
         str | None,
         typer.Option(
-            help="oracle | hf:PATH | openai:URL[#MODEL] | human | centre | ... (default: oracle with --reference)"
+            help="compact | oracle | hf:PATH | openai:URL[#MODEL] | human | centre | ... (default: compact; oracle with --reference)"
         ),
     ] = None,
     reference: Annotated[Path | None, typer.Option(help="Reference mask: IoU per step (and the oracle policy)")] = None,
@@ -166,9 +166,7 @@ def _segment(image_path, query, spec, reference, init_path, out, max_steps, opts
     shape = img.shape[:2]
     ref = read_mask(reference, shape=shape) if reference else None
     init = read_mask(init_path, shape=shape) if init_path else None
-    spec = spec or ("oracle" if ref is not None else None)
-    if spec is None:
-        raise IbisInputError("--policy", "choose a policy (hf:PATH, openai:URL, human, ...) or give --reference")
+    spec = spec or ("oracle" if ref is not None else "compact")
     out = out or Path(f"{image_path.with_suffix('')}_segment")
     out.mkdir(parents=True, exist_ok=True)
     writer = StepWriter(out, img)

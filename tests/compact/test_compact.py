@@ -70,3 +70,19 @@ def test_query_texts_are_varied(demo_samples):
 
     texts = query_texts(demo_samples[0], 3)
     assert len(texts) >= 3 and all(isinstance(t, str) and t for t in texts)
+
+
+def test_shipped_weights_are_the_segment_default(demo_dir, tmp_path):
+    """`ibisagent segment IMAGE -q ...` with no policy runs the shipped compact policy."""
+    from typer.testing import CliRunner
+
+    from ibisagent.cli.main import app
+    from ibisagent.policies.compact import WEIGHTS
+
+    assert WEIGHTS.exists() and WEIGHTS.stat().st_size < 20 * 2**20
+    image = demo_dir / "images" / "15_X-Ray_chest.png"
+    r = CliRunner().invoke(
+        app, ["segment", str(image), "-q", "Segment the left lung.", "--max-steps", "4", "--out", str(tmp_path / "s")]
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s" / "mask.png").exists() and (tmp_path / "s" / "episode.json").exists()

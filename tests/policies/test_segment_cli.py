@@ -78,7 +78,7 @@ def test_human_clicks_and_bad_input(files, tmp_path):
     assert "stopped by stop" in r.output
     bad = [
         (["--policy", "nosuch"], "unknown policy"),
-        ([], "choose a policy"),
+        (["--policy", f"compact:{tmp_path / 'none.pt'}"], "not found"),
         (["--policy", "oracle"], "give --reference"),
         (["--policy", "hf:/no/such/dir"], "no such model folder"),
         (["--reference", str(tmp_path / "missing.png")], "missing.png"),
