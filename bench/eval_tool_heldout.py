@@ -19,7 +19,9 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=["original:points+prior", "clicks:points+prior"])
     ap.add_argument("--max-clicks", type=int, default=10)
     ap.add_argument("--heldout", type=int, default=15)
-    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache/ibisagent/embeddings")
+    from ibisagent.train import DEFAULT_CACHE_DIR
+
+    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 

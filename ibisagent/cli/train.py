@@ -9,6 +9,12 @@ import typer
 
 from ibisagent.cli.common import run_guarded
 from ibisagent.errors import IbisInputError
+from ibisagent.train import DEFAULT_CACHE_DIR
+
+# Options shared by `train tool` and `train compact` (same data, split and embedding cache).
+DataArg = Annotated[list[Path], typer.Argument(help="pairs.csv files or folders (searched for pairs.csv)")]
+CacheDirOpt = Annotated[Path, typer.Option(help="On-disk embedding cache (shared by train tool and train compact)")]
+HeldoutOpt = Annotated[int, typer.Option(min=0, max=90, help="Held-out percent of images (split by image)")]
 
 app = typer.Typer(help="Train the segmentation tool and the agent policies.", no_args_is_help=True)
 
@@ -35,12 +41,11 @@ def collect_pairs(paths: list[Path]) -> list:
 
 @app.command("tool")
 def train_tool(
-    data: Annotated[list[Path], typer.Argument(help="pairs.csv files or folders (searched for pairs.csv)")],
+    data: DataArg,
     out: Annotated[Path, typer.Option(help="Run folder: checkpoint, log, weights, report")] = Path("runs/tool"),
     minutes: Annotated[float, typer.Option(help="Optimisation budget in minutes (embedding not included)")] = 40.0,
-    cache_dir: Annotated[Path, typer.Option(help="On-disk embedding cache")] = Path.home()
-    / ".cache/ibisagent/embeddings",
-    heldout: Annotated[int, typer.Option(min=0, max=90, help="Held-out percent of images (split by image)")] = 15,
+    cache_dir: CacheDirOpt = DEFAULT_CACHE_DIR,
+    heldout: HeldoutOpt = 15,
     eval_clicks: Annotated[int, typer.Option(help="Oracle clicks per held-out episode in the final evaluation")] = 20,
     install: Annotated[
         bool, typer.Option(help="Copy the weights and model card into the package (the new default)")
@@ -109,12 +114,11 @@ def _train_sft(config, output_dir, max_steps, resume, merge_only):
 
 @app.command("compact")
 def train_compact_cmd(
-    data: Annotated[list[Path], typer.Argument(help="pairs.csv files or folders (searched for pairs.csv)")],
+    data: DataArg,
     out: Annotated[Path, typer.Option(help="Run folder: weights, log, report")] = Path("runs/compact"),
     minutes: Annotated[float, typer.Option(help="Optimisation budget in minutes")] = 12.0,
-    cache_dir: Annotated[Path, typer.Option(help="On-disk embedding cache (shared with train tool)")] = Path.home()
-    / ".cache/ibisagent/embeddings",
-    heldout: Annotated[int, typer.Option(min=0, max=90, help="Held-out percent of images (split by image)")] = 15,
+    cache_dir: CacheDirOpt = DEFAULT_CACHE_DIR,
+    heldout: HeldoutOpt = 15,
     eval_steps: Annotated[int, typer.Option(help="Max actions per held-out episode")] = 10,
     install: Annotated[
         bool, typer.Option(help="Copy the weights and report into the package (the new default)")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ibisagent.data.pairs import Sample
 from ibisagent.env.env import IbisEnv
 from ibisagent.env.runner import run_episode
@@ -78,8 +76,3 @@ def summarize_rows(rows: list[dict], max_clicks: int = 20) -> dict:
         per.setdefault(r["modality"], []).append(r["ious"])
     out["per_modality"] = {m: summarize_curves(c, max_clicks=max_clicks) for m, c in sorted(per.items())}
     return out
-
-
-def mean(values) -> float:
-    values = list(values)
-    return float(np.mean(values)) if values else float("nan")

@@ -166,7 +166,6 @@ def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, 
     from ibisagent.env.env import IbisEnv
     from ibisagent.env.runner import run_episode
     from ibisagent.eval.metrics import iou
-    from ibisagent.io.images import load_image
     from ibisagent.policies import make_policy
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train.tool_eval import prime_cache
@@ -182,7 +181,7 @@ def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, 
         except IbisInputError as exc:
             rows.append({"id": s.id, "error": str(exc)})
             continue
-        if isinstance(ef, Path) and image.shape[:2] == load_image(s.image).shape[:2]:
+        if isinstance(ef, Path):
             prime_cache(tool, image, ef)
         q = make_query(s, "referring", seed=0).text
         ep = run_episode(env, policy, image, q, gt)

@@ -7,27 +7,16 @@ import shutil
 from pathlib import Path
 
 from ibisagent.io.images import atomic_write_bytes
-from ibisagent.train.tool_pipeline import _bar_run, console
+from ibisagent.train.tool_pipeline import _bar_run, console, split_and_embed
 
 
 def run_compact_training(
     data, out: Path, minutes: float, cache_dir: Path, heldout: int, eval_steps: int, install: bool, seed: int
 ):
-    from ibisagent.cli.train import collect_pairs
-    from ibisagent.data.splits import split_by_image
     from ibisagent.policies.compact import WEIGHTS
-    from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train.compact import CompactTrainConfig, build_examples, evaluate_compact, train_compact
-    from ibisagent.train.embedding_cache import embed_images
 
-    samples = collect_pairs(list(data))
-    train, held = split_by_image(samples, heldout)
-    console.print(f"{len(samples)} pairs: {len(train)} train, {len(held)} held out (split by image)")
-    images = sorted({s.image for s in samples})
-    encoder_tool = LiteMedSAMTool(weights="original")
-    emb_files = _bar_run(
-        "embedding images (once, cached)", len(images), lambda adv: embed_images(encoder_tool, images, cache_dir, adv)
-    )
+    _, train, held, emb_files = split_and_embed(data, heldout, cache_dir)
     cfg = CompactTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout)
     pos, neg, feats, skipped = _bar_run(
         "loading targets", len(train), lambda adv: build_examples(train, emb_files, cfg.query_variants, seed, adv)

@@ -33,6 +33,30 @@ def _bar_run(desc: str, total: int, fn):
         return fn(lambda: bar.advance(task))
 
 
+def split_and_embed(data, heldout: int, cache_dir: Path):
+    """Samples of `data`, split by image, with every image embedded once into the disk cache.
+    Returns (samples, train, held, emb_files); emb_files maps image path -> cache file, or ->
+    error text for an unreadable image (listed here, counted by the caller)."""
+    from ibisagent.cli.train import collect_pairs
+    from ibisagent.data.splits import split_by_image
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.train.embedding_cache import embed_images
+
+    samples = collect_pairs(list(data))
+    train, held = split_by_image(samples, heldout)
+    console.print(
+        f"{len(samples)} pairs from {len({s.origin for s in samples})} sources: {len(train)} train, {len(held)} held out (split by image)"
+    )
+    encoder_tool = LiteMedSAMTool(weights="original")
+    images = sorted({s.image for s in samples})
+    emb_files = _bar_run(
+        "embedding images (once, cached)", len(images), lambda adv: embed_images(encoder_tool, images, cache_dir, adv)
+    )
+    for v in [v for v in emb_files.values() if not isinstance(v, Path)][:5]:
+        console.print(f"[yellow]skipped image[/] {v}")
+    return samples, train, held, emb_files
+
+
 def run_tool_training(
     data,
     out: Path,
@@ -44,27 +68,13 @@ def run_tool_training(
     seed: int,
     threads: int = 2,
 ):
-    from ibisagent.cli.train import collect_pairs
-    from ibisagent.data.splits import split_by_image
     from ibisagent.tools.litemedsam import CLICK_WEIGHTS, LiteMedSAMTool
-    from ibisagent.train.embedding_cache import embed_images
     from ibisagent.train.tool import ToolTrainConfig, prepare_items, train_prompt_path
     from ibisagent.train.tool_eval import evaluate_tool
 
     t0 = time.perf_counter()
-    samples = collect_pairs(list(data))
-    train, held = split_by_image(samples, heldout)
-    console.print(
-        f"{len(samples)} pairs from {len({s.origin for s in samples})} sources: {len(train)} train, {len(held)} held out (split by image)"
-    )
-    encoder_tool = LiteMedSAMTool(weights="original")
-    images = sorted({s.image for s in samples})
-    emb_files = _bar_run(
-        "embedding images (once, cached)", len(images), lambda adv: embed_images(encoder_tool, images, cache_dir, adv)
-    )
+    samples, train, held, emb_files = split_and_embed(data, heldout, cache_dir)
     bad = {k: v for k, v in emb_files.items() if not isinstance(v, Path)}
-    for v in list(bad.values())[:5]:
-        console.print(f"[yellow]skipped image[/] {v}")
     t_embed = time.perf_counter() - t0
     items, skipped = _bar_run("loading targets", len(train), lambda adv: prepare_items(train, emb_files, adv))
     console.print(f"{len(items)} training targets; skipped: {skipped}")
