@@ -28,6 +28,9 @@ class ToolRequest(_Strict):
     points: list[tuple[float, float]] = Field(default_factory=list, description="clicks [[x, y], ...]")
     labels: list[int] = Field(default_factory=list, description="one per point: 1 positive, 0 negative")
     coords: Literal["auto", "px", "norm"] = "auto"
+    box: tuple[float, float, float, float] | None = Field(
+        None, description="a box prompt [x0, y0, x1, y1] in pixels of the original image"
+    )
     prev_logits_id: str | None = Field(None, description="logits_id of an earlier response on this image")
     prev_mask: MaskIn | None = Field(None, description="a mask to refine (used when prev_logits_id is absent)")
     reference_mask: MaskIn | None = Field(None, description="if given, the response reports IoU against it")

@@ -217,7 +217,7 @@ class Service:
 
     # -- one tool call ----------------------------------------------------------------
     def tool_call(self, req: ToolRequest, files: dict[str, bytes]) -> dict:
-        """All clicks so far (+ the previous logits or mask) -> the new mask."""
+        """All clicks so far (+ the previous logits or mask, + an optional box) -> the new mask."""
         from ibisagent.cli.click import to_pixels
         from ibisagent.eval.metrics import iou
 
@@ -246,8 +246,12 @@ class Service:
         if prev_logits is None and prev_mask is not None and prev_mask.any():
             prev_logits = self.serial.mask_to_logits(emb, prev_mask)
         t1 = time.perf_counter()
-        if clicks:
-            out = self.serial.predict(emb, np.array(px, np.float32), np.array(req.labels), prev_logits)
+        box = None if req.box is None else np.asarray(req.box, np.float32)
+        if box is not None and not (np.isfinite(box).all() and box[0] <= box[2] and box[1] <= box[3]):
+            raise bad_request("box must be finite [x0, y0, x1, y1] pixels with x0 <= x1 and y0 <= y1")
+        if clicks or box is not None:
+            pts = np.array(px, np.float32).reshape(-1, 2)
+            out = self.serial.predict(emb, pts, np.array(req.labels, np.int64), prev_logits, box)
             mask, logits, score = out.mask, out.logits, out.score
         else:  # nothing to add: the given mask stands (an empty one without a prior)
             mask, logits, score = (prev_mask if prev_mask is not None else np.zeros((H, W), bool)), prev_logits, None

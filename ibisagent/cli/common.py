@@ -15,7 +15,9 @@ from ibisagent.errors import IbisInputError
 ToolOpt = Annotated[
     str,
     typer.Option(
-        "--tool", help="Segmentation tool: litemedsam, litemedsam:original, litemedsam:PATH.pt, sam2:CFG:CKPT"
+        "--tool",
+        help="Segmentation tool: litemedsam, litemedsam:original, litemedsam:PATH.pt, sam2:CFG:CKPT, "
+        "or a tool server http://HOST:PORT (ibisagent serve)",
     ),
 ]
 StrategyOpt = Annotated[

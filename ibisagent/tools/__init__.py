@@ -6,9 +6,16 @@ from ibisagent.tools.base import Embedding, EmbeddingCache, SegmentationTool, To
 
 
 def make_tool(spec: str = "litemedsam", **kwargs) -> SegmentationTool:
-    """Build a tool from a short spec: "litemedsam", "litemedsam:original", "sam2:CONFIG:CKPT"."""
+    """Build a tool from a short spec: "litemedsam", "litemedsam:original", "sam2:CONFIG:CKPT", or
+    "http://host:port" (an `ibisagent serve` tool server; kwargs: see tools.remote.RemoteTool)."""
     from ibisagent.errors import IbisInputError
 
+    if spec.startswith(("http://", "https://")):
+        from ibisagent.tools.remote import RemoteTool
+
+        kwargs.pop("strategy", None)  # the server's own setting
+        kwargs.pop("threads", None)
+        return RemoteTool(url=spec, **kwargs)
     name, _, rest = spec.partition(":")
     if name == "litemedsam":
         from ibisagent.tools.litemedsam import LiteMedSAMTool
@@ -23,7 +30,9 @@ def make_tool(spec: str = "litemedsam", **kwargs) -> SegmentationTool:
         if not config or not ckpt:
             raise IbisInputError(spec, "expected sam2:CONFIG.yaml:CHECKPOINT.pt")
         return SAM2Tool(config=config, checkpoint=ckpt, **kwargs)
-    raise IbisInputError(spec, "unknown tool; use litemedsam[:clicks|original|PATH] or sam2:CONFIG:CKPT")
+    raise IbisInputError(
+        spec, "unknown tool; use litemedsam[:clicks|original|PATH], sam2:CONFIG:CKPT or http://HOST:PORT"
+    )
 
 
 __all__ = ["Embedding", "EmbeddingCache", "SegmentationTool", "ToolResult", "make_tool"]
