@@ -140,3 +140,49 @@ def _train_compact(data, out, minutes, cache_dir, heldout, eval_steps, install, 
     from ibisagent.train.compact_pipeline import run_compact_training
 
     run_compact_training(data, out, minutes, cache_dir, heldout, eval_steps, install, seed)
+
+
+@app.command("rl")
+def train_rl_cmd(
+    config: Annotated[Path, typer.Option(help="YAML run config (ibisagent/train/configs/rl_*.yaml)")],
+    output_dir: Annotated[Path | None, typer.Option(help="Override the config's output_dir")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Override: stop after this many optimiser steps")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in output_dir")] = True,
+) -> None:
+    """GRPO of a Qwen2.5-VL / Qwen3-VL agent through the environment (transformers + peft).
+
+    Defaults are the reference recipe: G=4 rollouts per query, no KL, clip 0.2, lr 1e-6, at
+    most 20 actions, reward = mean of the five spec terms. mode: step (one action from
+    expert-prefix states of `ibisagent synth`'s RL Parquet, as released) or episode (whole
+    episodes, the paper's objective). Metrics: OUTPUT_DIR/metrics.jsonl (+ TensorBoard in
+    OUTPUT_DIR/tb when installed); checkpoints OUTPUT_DIR/checkpoint-N; adapter OUTPUT_DIR/adapter.
+
+    Example: ibisagent train rl --config ibisagent/train/configs/rl_tiny.yaml
+    """
+    run_guarded(_train_rl, config, output_dir, max_steps, resume)
+
+
+def _train_rl(config, output_dir, max_steps, resume):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ibisagent.train.grpo import GRPO
+    from ibisagent.train.rl_config import RLRun
+
+    run = RLRun.from_yaml(config, output_dir=str(output_dir) if output_dir else None, max_steps=max_steps)
+    run.resume = resume
+    console = Console(stderr=True)
+    with console.status("loading the model, the tool and the data"):
+        trainer = GRPO(run)
+    columns = (TextColumn("GRPO {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("", total=trainer.total)
+
+        def on_step(m: dict) -> None:
+            desc = f"reward {m['reward']:.3f} iou {m['iou']:.3f} format errors {m['format_error_rate']:.0%}"
+            bar.update(task, completed=m["step"], description=desc)
+
+        last = trainer.train(on_step)
+    if last:
+        typer.echo(f"step {last['step']}: reward {last['reward']:.4f}, IoU {last['iou']:.4f}, loss {last['loss']:.4f}")
+    typer.echo(f"metrics: {Path(run.output_dir) / 'metrics.jsonl'}; saved: {Path(run.output_dir)}")
