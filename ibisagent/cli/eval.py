@@ -39,7 +39,15 @@ def run_cmd(
     strategy: StrategyOpt = "points+prior",
     max_steps: Annotated[int, typer.Option(min=1, max=100, help="Actions per episode")] = 20,
     seed: Annotated[int, typer.Option(help="Run seed (random baselines; episodes get seeds derived from it)")] = 0,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (each loads its own tool)")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes (each loads its own tool); with a tool server (--tool http://...) "
+            "threads: the episodes (and requests) in flight at once",
+        ),
+    ] = 1,
     threads: Annotated[
         int | None, typer.Option(min=1, help="Torch threads per worker (default: CPUs / workers)")
     ] = None,

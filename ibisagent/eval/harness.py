@@ -5,6 +5,8 @@ sample and the policies it still lacks, so the image is encoded once for all of 
 appended to `results.jsonl` / `latency.jsonl` line by line as samples finish; a rerun with the
 same output folder skips finished (sample, policy) episodes. When the run ends the files are
 rewritten in dataset order, so identical seeds give identical results whatever the worker count.
+With a tool server (`tool="http://..."`) the workers are threads instead (`_run_threads`): the
+model runs elsewhere, so `workers` bounds the episodes, and the requests, in flight at once.
 """
 
 from __future__ import annotations
@@ -253,7 +255,9 @@ def run_eval(cfg: RunConfig, out: str | Path, fresh: bool = False, progress: Pro
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
     cfg_d = {**asdict(cfg), "policies": policies, "threads": threads}
     try:
-        if cfg.workers <= 1 or len(todo) <= 1:
+        if is_remote_tool(cfg.tool) and cfg.workers > 1 and len(todo) > 1:
+            _run_threads(cfg_d, items, keys, todo, record)
+        elif cfg.workers <= 1 or len(todo) <= 1:
             _init_worker(cfg_d, policies, (items, keys))
             for i, k, missing in todo:
                 record(_work(i, k, missing))
@@ -276,6 +280,46 @@ def run_eval(cfg: RunConfig, out: str | Path, fresh: bool = False, progress: Pro
         )
         write_meta(out, meta)
     return load_run(out)
+
+
+def is_remote_tool(spec: str) -> bool:
+    """True for a tool server ("http://..."): no model in this process, so threads suffice."""
+    return spec.startswith(("http://", "https://"))
+
+
+def _run_threads(cfg_d: dict, items: list, keys: list[str], todo: list, record: Callable) -> None:
+    """`workers` threads, each with its own tool client, environment and policies (latency
+    counters stay per episode): at most `workers` episodes, so at most `workers` policy and
+    tool requests, in flight at once. For remote tools and policies, whose work is waiting."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ibisagent.env.env import IbisEnv
+    from ibisagent.eval.episodes import evaluate_sample
+    from ibisagent.policies import make_policy
+    from ibisagent.tools import make_tool
+
+    local = threading.local()
+
+    def work(index: int, key: str, specs: list[str]) -> tuple[list[dict], list[dict]]:
+        if not hasattr(local, "env"):
+            local.env = IbisEnv(make_tool(cfg_d["tool"], **cfg_d["tool_kwargs"]), max_steps=cfg_d["max_steps"])
+            local.policies = {s: make_policy(s) for s in cfg_d["policies"]}
+        sample, query = items[index]
+        pols = {s: local.policies[s] for s in specs}
+        return evaluate_sample(local.env, pols, sample, key, cfg_d["seed"], query)
+
+    with ThreadPoolExecutor(max_workers=cfg_d["workers"], thread_name_prefix="ibis-eval") as pool:
+        pending = {pool.submit(work, i, k, missing) for i, k, missing in todo}
+        try:
+            while pending:
+                ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    record(fut.result())
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
 
 
 def _run_pool(cfg_d: dict, todo: list, record: Callable) -> None:
