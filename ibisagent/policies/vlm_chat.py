@@ -3,7 +3,11 @@
 One decision step of the released model sees [system prompt, user turn] (history off) or the
 whole conversation so far (history on). A user turn is the image (the original at an initial
 step, the mask overlay afterwards) followed by the text of `protocol.first_turn_text` /
-`protocol.refinement_turn_text`. Messages use the Hugging Face content layout:
+`protocol.refinement_turn_text`, which begin with the placeholder `<image>`. The image part takes
+the placeholder's place, so each image is tokenised once and no literal `<image>` text reaches the
+model: that is how the release was trained (LLaMA-Factory and verl both replace the placeholder
+by the image), while the released inference script sent the placeholder text beside the image.
+Messages use the Hugging Face content layout:
 `{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ...}]}`; the
 images travel beside them, in order, as PIL RGB images capped at `max_pixels` (the release
 trained with at most 512 x 512 = 262144 pixels).
@@ -24,6 +28,29 @@ from ibisagent.env.protocol import SYSTEM_PROMPT, first_turn_text, refinement_tu
 from ibisagent.env.rle import rle_decode
 
 MAX_PIXELS = 512 * 512
+IMAGE_PLACEHOLDER = "<image>"  # the image's place in the protocol text (LLaMA-Factory / verl data)
+
+
+def resolve_image_placeholders(parts: list[dict]) -> list[dict]:
+    """Content parts with the `<image>` placeholders of the text resolved, so that each image
+    is tokenised once: in a message that already has image parts the placeholders are the
+    duplicates (the released chat text carries `<image>` beside the image part) and are dropped;
+    otherwise each placeholder becomes an image part at its place (LLaMA-Factory's rule)."""
+    if not any(c.get("type") == "text" and IMAGE_PLACEHOLDER in (c.get("text") or "") for c in parts):
+        return parts
+    keep_images = any(c.get("type") == "image" for c in parts)
+    out: list[dict] = []
+    for c in parts:
+        if c.get("type") != "text" or IMAGE_PLACEHOLDER not in (c.get("text") or ""):
+            out.append(c)
+            continue
+        pieces = c["text"].split(IMAGE_PLACEHOLDER)
+        for k, piece in enumerate(pieces):
+            if k and not keep_images:
+                out.append({"type": "image"})
+            if piece:
+                out.append({**c, "text": piece})
+    return out
 
 
 def cap_image(image: np.ndarray, max_pixels: int = MAX_PIXELS):
@@ -51,7 +78,8 @@ def masks_before_steps(episode: Episode) -> list[np.ndarray | None]:
 
 
 def user_turn(text: str) -> dict:
-    return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
+    """The image, then `text` without its `<image>` placeholder (the image part stands for it)."""
+    return {"role": "user", "content": resolve_image_placeholders([{"type": "image"}, {"type": "text", "text": text}])}
 
 
 def assistant_turn(text: str) -> dict:
@@ -87,9 +115,10 @@ def episode_chat(
     before = masks_before_steps(episode)
     messages, images = [system_turn()], []
     for i in range(0 if history else upto, upto + 1):
-        img, text = step_view(original, before[i], episode.query, i)
         if i == upto and current is not None:
             img, text = current
+        else:
+            img, text = step_view(original, before[i], episode.query, i)
         messages.append(user_turn(text))
         images.append(cap_image(img, max_pixels))
         if i < upto:

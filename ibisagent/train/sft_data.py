@@ -6,7 +6,11 @@ A row is one chat in the Hugging Face layout:
      "images":   [PIL image or path, ...]   (one per {"type": "image"} part, in order),
      "train":    [bool, ...]                (one per assistant turn; False = no loss)}
 An assistant message may instead carry its own `"train": false`. String contents are accepted
-too; then each user turn gets one image, in order (the released layout).
+too. Text may carry `<image>` placeholders (the released data and `ibisagent synth` write them):
+each stands for the next image, and where a message also has an image part it is the same image,
+so the placeholder is dropped: every image is tokenised exactly once and no literal `<image>`
+text reaches the model (as LLaMA-Factory, which trained the release, does). Without
+placeholders or parts, each user turn gets one image, in order.
 
 Loss: only the tokens of assistant turns whose flag is True carry labels (their text and the
 closing `<|im_end|>`); the system prompt, every user turn (the tool's observations: the overlay
@@ -25,9 +29,21 @@ from pathlib import Path
 import numpy as np
 
 from ibisagent.errors import IbisInputError
-from ibisagent.policies.vlm_chat import MAX_PIXELS, cap_image, training_chats
+from ibisagent.policies.vlm_chat import (
+    IMAGE_PLACEHOLDER,
+    MAX_PIXELS,
+    cap_image,
+    resolve_image_placeholders,
+    training_chats,
+)
 
 IGNORE = -100
+
+
+def _texts(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(c.get("text") or "" for c in content if c.get("type") == "text")
 
 
 # -- rows ----------------------------------------------------------------------------------
@@ -40,14 +56,16 @@ def normalise_row(row: dict, root: Path | None = None, max_pixels: int = MAX_PIX
     has_parts = any(
         isinstance(m["content"], list) and any(c.get("type") == "image" for c in m["content"]) for m in msgs
     )
+    has_placeholders = any(IMAGE_PLACEHOLDER in _texts(m["content"]) for m in msgs)
     for m in msgs:
-        if isinstance(m["content"], str):
-            parts = [{"type": "text", "text": m["content"]}]
-            if m["role"] == "user" and images and not has_parts:
-                parts.insert(0, {"type": "image"})
-            m["content"] = parts
+        content = m["content"]
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+            if m["role"] == "user" and images and not has_parts and not has_placeholders:
+                content.insert(0, {"type": "image"})
         else:
-            m["content"] = [{k: v for k, v in c.items() if v is not None} for c in m["content"]]
+            content = [{k: v for k, v in c.items() if v is not None} for c in content]
+        m["content"] = resolve_image_placeholders(content)
     n_parts = sum(1 for m in msgs for c in m["content"] if c.get("type") == "image")
     if n_parts != len(images):
         raise IbisInputError("row", f"{n_parts} image parts but {len(images)} images")

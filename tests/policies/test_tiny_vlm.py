@@ -33,7 +33,8 @@ def test_tiny_checkpoint_loads_and_generates(tiny_vlm_dirs, family):
     assert big.size[0] * big.size[1] <= 512 * 512 and big.size == (724, 362)
     msgs = [system_turn(), user_turn("<image>Segment the liver")]
     prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    assert "<|vision_start|><|image_pad|><|vision_end|><image>Segment the liver<|im_end|>" in prompt
+    # the image part takes the place of the protocol's "<image>" placeholder: one image, no literal tag
+    assert "<|vision_start|><|image_pad|><|vision_end|>Segment the liver<|im_end|>" in prompt
     inputs = processor(text=[prompt], images=[big], return_tensors="pt")
     patch = 14 if family == "qwen2_5_vl" else 16
     assert int(inputs["image_grid_thw"][0].prod()) * patch * patch <= 512 * 512

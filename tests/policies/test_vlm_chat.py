@@ -37,10 +37,11 @@ def test_history_rebuilds_every_observation(tool, small_case):
     users = [m for m in msgs if m["role"] == "user"]
     assert len(users) == len(images) == len(ep.steps) == len(rec.seen)
     for (seen_img, seen_text), m, pil in zip(rec.seen, users, images):
-        assert m["content"][1]["text"] == seen_text
+        # the image part stands for the protocol text's "<image>" placeholder
+        assert m["content"][0] == {"type": "image"} and m["content"][1]["text"] == seen_text.removeprefix("<image>")
         assert np.array_equal(np.asarray(pil), np.asarray(cap_image(seen_img)))
-    assert users[0]["content"][1]["text"] == first_turn_text(query)
-    assert users[1]["content"][1]["text"] == refinement_turn_text(query)
+    assert users[0]["content"][1]["text"] == first_turn_text(query).removeprefix("<image>")
+    assert users[1]["content"][1]["text"] == refinement_turn_text(query).removeprefix("<image>")
     assistants = [m["content"][0]["text"] for m in msgs if m["role"] == "assistant"]
     assert assistants == [s.response for s in ep.steps[:-1]]
     # history off: just the system prompt and the current turn

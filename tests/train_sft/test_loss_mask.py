@@ -38,6 +38,9 @@ def test_labels_cover_exactly_the_trained_turns(tool, demo_samples, processor):
     assert "Negative Point" not in tok.decode(kept) and "refinement step" not in tok.decode(kept)
     image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
     assert (ids[0] == image_pad).sum() > 0 and not ((labels[0] != IGNORE) & (ids[0] == image_pad)).any()
+    # the released user text starts with "<image>" beside the image part: tokenised once, as the image
+    assert "<image>" not in tok.decode(ids[0])
+    assert int((ids[0] == tok.convert_tokens_to_ids("<|vision_start|>")).sum()) == len(row["images"]) == 3
     # labels equal the input where kept; the second row trains all three turns; padding is never labelled
     assert ((labels == ids) | (labels == IGNORE)).all()
     all3 = tok.decode([t for t, lab in zip(ids[1].tolist(), labels[1].tolist()) if lab != IGNORE])
@@ -62,6 +65,20 @@ def test_row_layouts_and_errors(processor, tmp_path):
     assert row["messages"][0]["content"][0] == {"type": "image"}
     batch = ChatCollator(processor)([{**raw, "_root": str(tmp_path)}])
     assert (batch["labels"] == IGNORE).all()
+    # LLaMA-Factory placeholders: each "<image>" is the next image, at its place
+    two = normalise_row(
+        {
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "<image>a<image>b"}]}],
+            "images": ["a.png"] * 2,
+        },
+        root=tmp_path,
+    )
+    assert two["messages"][0]["content"] == [
+        {"type": "image"},
+        {"type": "text", "text": "a"},
+        {"type": "image"},
+        {"type": "text", "text": "b"},
+    ]
     with pytest.raises(IbisInputError, match="not found"):
         normalise_row(raw, root=tmp_path / "elsewhere")
     with pytest.raises(IbisInputError, match="2 train flags for 1"):
