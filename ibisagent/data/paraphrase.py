@@ -12,11 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ibisagent.chat_client import ChatClient, ChatServerError
 from ibisagent.io.images import atomic_write_bytes
 
 INSTRUCTION = (
@@ -29,7 +28,8 @@ MAX_CHARS = 300
 
 @dataclass
 class Paraphraser:
-    """`base_url` like http://localhost:8000/v1 (the /chat/completions route is appended)."""
+    """`base_url` like http://localhost:8000/v1 (`chat_client.ChatClient`: keep-alive, timeout,
+    `retries` on transient failures)."""
 
     base_url: str
     model: str
@@ -37,13 +37,17 @@ class Paraphraser:
     api_key: str | None = None
     temperature: float = 0.8
     timeout_s: float = 30.0
+    retries: int = 1
     stats: dict = field(default_factory=lambda: {"requests": 0, "cached": 0, "fallback": 0})
+    _client: ChatClient | None = field(default=None, init=False, repr=False, compare=False)
 
     def _key(self, text: str, seed: int) -> str:
         raw = json.dumps([self.model, INSTRUCTION, text, seed, self.temperature])
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
     def _request(self, text: str, seed: int) -> str:
+        if self._client is None:
+            self._client = ChatClient(self.base_url, self.api_key, timeout=self.timeout_s, retries=self.retries)
         body = {
             "model": self.model,
             "messages": [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": text}],
@@ -51,15 +55,8 @@ class Paraphraser:
             "seed": seed,
             "max_tokens": 120,
         }
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        url = self.base_url.rstrip("/") + "/chat/completions"
-        req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
         self.stats["requests"] += 1
-        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-            payload = json.loads(resp.read().decode("utf-8"))
-        return str(payload["choices"][0]["message"]["content"]).strip().strip('"').strip()
+        return self._client.chat(body)[0].strip().strip('"').strip()
 
     def __call__(self, text: str, seed: int = 0, must_contain: str | None = None) -> str:
         """The paraphrase of `text` (or `text` itself when unusable); `must_contain`: a word
@@ -73,7 +70,7 @@ class Paraphraser:
                 self.stats["cached"] -= 1
         try:
             out = self._request(text, seed)
-        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError):
+        except ChatServerError:
             self.stats["fallback"] += 1
             return text
         usable = out and "\n" not in out and len(out) <= MAX_CHARS

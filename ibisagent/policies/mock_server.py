@@ -60,6 +60,9 @@ class MockChatServer:
         srv = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers
+            disable_nagle_algorithm = True  # as uvicorn: no delayed-ACK stall between headers and body
+
             def log_message(self, *args) -> None:  # quiet
                 pass
 

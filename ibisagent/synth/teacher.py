@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ibisagent.chat_client import ChatClient, ChatServerError
 from ibisagent.io.images import atomic_write_bytes
 from ibisagent.synth.reasoning import check_reasoning
 
@@ -31,7 +30,8 @@ def _jsonable(f):
 
 @dataclass
 class Teacher:
-    """`base_url` like http://localhost:8000/v1 (the /chat/completions route is appended)."""
+    """`base_url` like http://localhost:8000/v1 (`chat_client.ChatClient`: keep-alive, timeout,
+    `retries` on transient failures)."""
 
     base_url: str
     model: str
@@ -39,25 +39,21 @@ class Teacher:
     api_key: str | None = None
     temperature: float = 0.7
     timeout_s: float = 60.0
+    retries: int = 1
     stats: dict = field(default_factory=lambda: {"requests": 0, "cached": 0, "kept": 0, "rejected": 0, "failed": 0})
+    _client: ChatClient | None = field(default=None, init=False, repr=False, compare=False)
 
     def _request(self, prompt: str) -> str:
+        if self._client is None:
+            self._client = ChatClient(self.base_url, self.api_key, timeout=self.timeout_s, retries=self.retries)
         body = {
             "model": self.model,
             "messages": [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": prompt}],
             "temperature": self.temperature,
             "max_tokens": 300,
         }
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(
-            self.base_url.rstrip("/") + "/chat/completions", json.dumps(body).encode(), headers, method="POST"
-        )
         self.stats["requests"] += 1
-        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-            payload = json.loads(resp.read().decode("utf-8"))
-        return str(payload["choices"][0]["message"]["content"]).strip()
+        return self._client.chat(body)[0].strip()
 
     def rewrite(self, draft: str, facts: list, action_kind: str, structure: str, key: str) -> str:
         """The teacher's reasoning for a step when it passes the fact check, else `draft`."""
@@ -75,7 +71,7 @@ class Teacher:
         if text is None:
             try:
                 text = self._request(prompt)
-            except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError):
+            except ChatServerError:
                 self.stats["failed"] += 1
                 return draft
             atomic_write_bytes(path, json.dumps({"model": self.model, "prompt": prompt, "text": text}).encode())

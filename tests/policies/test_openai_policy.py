@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -35,7 +39,7 @@ def test_request_layout_and_model_listing():
         assert body["model"] == "mock-ibis" and body["temperature"] == 0.0 and body["max_tokens"] == 512
         assert body["messages"][0] == {"role": "system", "content": SYSTEM_PROMPT}
         parts = body["messages"][1]["content"]
-        assert [p["type"] for p in parts] == ["image_url", "text"] and parts[1]["text"] == "<image>Segment the liver"
+        assert [p["type"] for p in parts] == ["image_url", "text"] and parts[1]["text"] == "Segment the liver"
         (img,) = srv.images()
         assert img.size[0] * img.size[1] <= 512 * 512 and img.size == (443, 591)
         named = make_policy(f"openai:{srv.url.removesuffix('/v1')}#other-model", retries=0)
@@ -113,3 +117,79 @@ def test_url_forms():
         make_policy("openai:ftp://h")
     with pytest.raises(Exception, match="openai:URL"):
         make_policy("openai:")
+
+
+def test_connections_are_kept_alive_and_reopened_when_the_server_drops_them():
+    from ibisagent.chat_client import ChatClient
+
+    with MockChatServer(lambda body, n: CLICK) as srv:
+        client = ChatClient(srv.url, retries=0)
+        for _ in range(4):
+            assert client.chat({"model": "m", "messages": []}) == (CLICK, "stop")
+        assert client.stats["connections"] == 1 and client.stats["requests"] == 4
+    # a server that drops each connection after one answer without saying so (an idle timeout):
+    # the next call finds its kept connection dead and reconnects at once, no retry, no failure
+    with _server(_OneShotHandler) as url:
+        client = ChatClient(url, retries=0)
+        for _ in range(3):
+            assert client.chat({"model": "m", "messages": []}) == (STOP, "stop")
+    assert client.stats["connections"] == 3 and client.stats["failures"] == 0 and client.stats["retries"] == 0
+
+
+class _OneShotHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        data = json.dumps({"choices": [{"message": {"content": STOP}, "finish_reason": "stop"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True  # closes the socket, though the reply said keep-alive
+
+
+@contextlib.contextmanager
+def _server(handler):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_images_are_lossless_grey_when_grey_and_encoded_once_per_episode():
+    from ibisagent.env.episode import StepRecord
+    from ibisagent.env.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
+    from ibisagent.env.protocol import refinement_turn_text
+    from ibisagent.env.rle import rle_encode
+    from ibisagent.policies.vlm_chat import cap_image
+
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.integers(0, 256, (60, 80, 1), dtype=np.uint8), 3, axis=2)
+    query = "Segment the liver"
+    mask = np.zeros((60, 80), bool)
+    mask[10:30, 20:50] = True
+    over = render_overlay(grey, mask, OVERLAY_COLOR, OVERLAY_ALPHA)
+    ep0 = Episode(query, (60, 80))
+    ep1 = Episode(query, (60, 80), steps=[StepRecord(1, CLICK, "positive", mask=rle_encode(mask))])
+    views = [
+        (Observation(grey, np.zeros((60, 80), bool), first_turn_text(query), query, 0, [], grey), ep0),
+        (Observation(over, mask, refinement_turn_text(query), query, 1, [], grey), ep1),
+    ]
+    with MockChatServer(lambda body, n: CLICK) as srv:
+        pol = make_policy(f"openai:{srv.url}#m", history=True)
+        for obs, ep in views:
+            pol.act(obs, ep)
+        first, second = srv.images(0), srv.images(1)
+        assert first[0].mode == "L" and second[1].mode == "RGB"  # grey slice: one channel
+        for got, want in ((first[0], grey), (second[0], grey), (second[1], over)):
+            assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(cap_image(want)))  # lossless
+        # the history-on second step re-sends the first image from the cache: 2 encodings, not 3
+        assert (pol.data_url.misses, pol.data_url.hits) == (2, 1)
