@@ -28,7 +28,7 @@ def run_cmd(
         list[str] | None,
         typer.Option(
             "--policy",
-            help="Policy spec (repeatable): oracle[:IOU], box, centre, random[:K], and learned policies. "
+            help="Policy spec (repeatable): oracle[:IOU], box, centre, salient, random[:K], and learned policies. "
             f"Default: {' '.join(DEFAULT_POLICIES)}",
         ),
     ] = None,

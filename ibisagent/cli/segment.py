@@ -195,6 +195,9 @@ class StepWriter:
 
     def __init__(self, out: Path, image):
         self.out, self.image = out, image
+        # Overlays of an earlier, longer run in the same folder would read as steps of this one.
+        for stale in out.glob("step_[0-9][0-9].png"):
+            stale.unlink()
 
     def step(self, episode) -> None:
         from ibisagent.env.overlay import render_overlay

@@ -116,7 +116,10 @@ def _train_sft(config, output_dir, max_steps, resume, merge_only):
 def train_compact_cmd(
     data: DataArg,
     out: Annotated[Path, typer.Option(help="Run folder: weights, log, report")] = Path("runs/compact"),
-    minutes: Annotated[float, typer.Option(help="Optimisation budget in minutes")] = 12.0,
+    minutes: Annotated[float, typer.Option(help="Supervised (SFT) stage budget in minutes")] = 12.0,
+    rl_minutes: Annotated[
+        float, typer.Option(help="GRPO stage budget in minutes after SFT (0: SFT only)", min=0)
+    ] = 12.0,
     cache_dir: CacheDirOpt = DEFAULT_CACHE_DIR,
     heldout: HeldoutOpt = 15,
     eval_steps: Annotated[int, typer.Option(help="Max actions per held-out episode")] = 10,
@@ -127,19 +130,21 @@ def train_compact_cmd(
 ) -> None:
     """Train the compact text-to-click policy (the default of `segment`) from image/mask pairs.
 
-    Embeds images once (shared cache with `train tool`), trains the belief network for MINUTES,
-    then runs held-out episodes from the query alone (the click-trained tool, no oracle) and
-    reports mean IoU per category and modality next to a text-free baseline (centre click).
+    Embeds images once (shared cache with `train tool`), trains the belief network by behaviour
+    cloning for MINUTES (SFT), then by step-level GRPO with the reference rewards on the real
+    tool for RL_MINUTES; then runs held-out episodes from the query alone (no oracle) for each
+    stage and reports mean IoU per category and modality next to a text-free baseline (centre
+    click). --install ships the last stage's weights.
 
-    Example: ibisagent train compact ../shared/data --minutes 12 --install
+    Example: ibisagent train compact ../shared/data --minutes 12 --rl-minutes 12 --install
     """
-    run_guarded(_train_compact, data, out, minutes, cache_dir, heldout, eval_steps, install, seed)
+    run_guarded(_train_compact, data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes)
 
 
-def _train_compact(data, out, minutes, cache_dir, heldout, eval_steps, install, seed):
+def _train_compact(data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes):
     from ibisagent.train.compact_pipeline import run_compact_training
 
-    run_compact_training(data, out, minutes, cache_dir, heldout, eval_steps, install, seed)
+    run_compact_training(data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes)
 
 
 @app.command("rl")

@@ -7,7 +7,7 @@ from ibisagent.policies.base import Policy
 
 def make_policy(spec: str = "oracle", **kwargs) -> Policy:
     """A policy from a short spec. Known: "oracle[:IOU]" (needs the reference mask; kwargs:
-    iou_threshold); baselines "centre", "random[:K]" (kwargs: seed), "box" (needs the
+    iou_threshold); baselines "centre", "salient", "random[:K]" (kwargs: seed), "box" (needs the
     reference mask; see policies/baselines.py); "hf:PATH" (a local Qwen-VL checkpoint or LoRA
     adapter; kwargs: see vlm_hf.HFPolicy), "openai:URL[#MODEL]" (an OpenAI-compatible server;
     kwargs: see openai_compat.OpenAIPolicy), "human" (kwargs: ask= or commands=), "compact[:PATH]"
@@ -24,13 +24,15 @@ def make_policy(spec: str = "oracle", **kwargs) -> Policy:
                 raise IbisInputError(spec, "the oracle's IoU threshold must be in (0, 1]")
             kwargs.setdefault("iou_threshold", threshold)
         return OraclePolicy(**kwargs)
-    if name in ("centre", "center", "random", "box"):
+    if name in ("centre", "center", "salient", "random", "box"):
         from ibisagent.policies import baselines
 
         if name == "random":
             return baselines.RandomClickPolicy(n_clicks=_number(spec, rest or "1", int), **kwargs)
         if rest:
             raise IbisInputError(spec, f"the {name} baseline takes no argument")
+        if name == "salient":
+            return baselines.SalientClickPolicy()
         return baselines.BoxPromptPolicy() if name == "box" else baselines.CentreClickPolicy()
     if name == "hf":
         from ibisagent.policies.vlm_hf import HFPolicy
@@ -55,7 +57,7 @@ def make_policy(spec: str = "oracle", **kwargs) -> Policy:
         return HumanPolicy(**kwargs)
     raise IbisInputError(
         spec,
-        "unknown policy; available: compact[:PATH], oracle[:IOU], centre, random[:K], box, hf:PATH, openai:URL[#MODEL], human",
+        "unknown policy; available: compact[:PATH], oracle[:IOU], centre, salient, random[:K], box, hf:PATH, openai:URL[#MODEL], human",
     )
 
 

@@ -24,8 +24,8 @@ from ibisagent.policies.base import Policy
 from ibisagent.policies.oracle import normalise
 
 
-def _stop(why: str, target: str) -> str:
-    return format_response(why, "stop", answer=f"The {target} is segmented (baseline).")
+def _stop(why: str) -> str:
+    return format_response(why, "stop", answer="A mask is placed (blind baseline, no yes/no judgement).")
 
 
 class CentreClickPolicy(Policy):
@@ -35,8 +35,44 @@ class CentreClickPolicy(Policy):
 
     def act(self, obs: Observation, episode: Episode) -> str:
         if obs.clicks:
-            return _stop("A blind baseline: one click at the centre, nothing more.", obs.query)
+            return _stop("A blind baseline: one click at the centre, nothing more.")
         return format_response("A blind baseline: a positive point at the image centre.", "positive", 0.5, 0.5)
+
+
+def largest_salient_region(image: np.ndarray) -> np.ndarray:
+    """H x W bool: the largest connected region brighter than Otsu's threshold of the grey image
+    (a text-free guess at "the object"); empty for a flat image."""
+    import cv2
+
+    grey = image if image.ndim == 2 else image[..., :3].mean(-1)
+    grey = cv2.normalize(grey.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if grey.max() == grey.min():
+        return np.zeros(grey.shape, bool)
+    _, fg = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8))
+    if n <= 1:
+        return np.zeros(grey.shape, bool)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+class SalientClickPolicy(Policy):
+    """One positive point at the deepest pixel of the largest salient region, then stop: the
+    text-free baseline that "segments the obvious object" whatever the query."""
+
+    name = "salient"
+
+    def act(self, obs: Observation, episode: Episode) -> str:
+        from ibisagent.policies.oracle import error_distance
+
+        if obs.clicks:
+            return _stop("A blind baseline: one click in the largest salient region, nothing more.")
+        region = largest_salient_region(obs.original)
+        H, W = region.shape
+        if not region.any():
+            return format_response("A blind baseline: a flat image, a point at the centre.", "positive", 0.5, 0.5)
+        r, c = np.unravel_index(int(np.argmax(error_distance(region))), region.shape)
+        x, y = normalise(int(c), int(r), W, H)
+        return format_response("A blind baseline: a point deep inside the largest bright region.", "positive", x, y)
 
 
 class RandomClickPolicy(Policy):
@@ -59,7 +95,7 @@ class RandomClickPolicy(Policy):
 
     def act(self, obs: Observation, episode: Episode) -> str:
         if len(obs.clicks) >= self.n_clicks:
-            return _stop(f"A blind baseline: {self.n_clicks} random click(s) placed.", obs.query)
+            return _stop(f"A blind baseline: {self.n_clicks} random click(s) placed.")
         H, W = obs.original.shape[:2]
         x, y = normalise(int(self.rng.integers(W)), int(self.rng.integers(H)), W, H)
         return format_response("A blind baseline: a positive point at a random pixel.", "positive", x, y)
@@ -88,4 +124,4 @@ class BoxPromptPolicy(Policy):
         return tool.predict(embedding, box=box).mask
 
     def act(self, obs: Observation, episode: Episode) -> str:
-        return _stop("A reference baseline: the tool was prompted once with the reference box.", obs.query)
+        return _stop("A reference baseline: the tool was prompted once with the reference box.")

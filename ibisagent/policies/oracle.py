@@ -64,7 +64,6 @@ class OraclePolicy(Policy):
     def act(self, obs: Observation, episode: Episode) -> str:
         gt, pred = self.gt, obs.mask
         H, W = gt.shape
-        target = obs.query
         if not gt.any():
             return format_response(
                 "The reference shows no target in this image, so there is nothing to segment.",
@@ -77,7 +76,7 @@ class OraclePolicy(Policy):
             return format_response(
                 f"The mask overlaps the target with IoU {cur:.2f}, which meets the goal; no further click is needed.",
                 "stop",
-                answer=f"The {target} is segmented.",
+                answer="Yes, the target is segmented.",
             )
         x, y, label, depth = click
         nx, ny = normalise(x, y, W, H)

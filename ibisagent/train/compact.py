@@ -52,8 +52,8 @@ def query_texts(sample, n: int) -> list[str]:
 
 
 def build_examples(samples, emb_files, n_variants: int, seed: int, progress=None):
-    """(positives, negatives, features by file): positives are (feature key, 64 x 64 target,
-    texts); negatives (feature key, texts) for absent targets."""
+    """(positives, negatives, features by file, skipped): positives are (feature key, 64 x 64
+    target, texts, 256 x 256 bool target); negatives (feature key, texts) for absent targets."""
     from ibisagent.data.queries import absent_targets
     from ibisagent.train.embedding_cache import load_embedding
     from ibisagent.train.tool import target_in_frame
@@ -73,11 +73,12 @@ def build_examples(samples, emb_files, n_variants: int, seed: int, progress=None
         except IbisInputError:
             skipped += 1
             continue
-        t = pooled_target(target_in_frame(mask, tuple(e["input_size"])))
+        t256 = target_in_frame(mask, tuple(e["input_size"]))
+        t = pooled_target(t256)
         if t.max() <= 0:
             skipped += 1
             continue
-        positives.append((ef, t, query_texts(s, n_variants)))
+        positives.append((ef, t, query_texts(s, n_variants), t256))
         if progress:
             progress()
     negatives = []
@@ -88,20 +89,28 @@ def build_examples(samples, emb_files, n_variants: int, seed: int, progress=None
     return positives, negatives, {k: v["features"] for k, v in feats.items()}, skipped
 
 
-def train_compact(positives, negatives, feats, out_dir: Path, cfg: CompactTrainConfig, log=print) -> Path:
+def embed_query_texts(positives, negatives, log=print) -> dict:
+    """Every query text of the examples -> its 384-d MiniLM embedding (torch)."""
+    from ibisagent.policies.text_encoder import embed_texts
+
+    all_texts = sorted({t for p in positives for t in p[2]} | {t for _, ts in negatives for t in ts})
+    log(f"embedding {len(all_texts)} query texts with MiniLM")
+    return dict(zip(all_texts, embed_texts(all_texts)))
+
+
+def train_compact(
+    positives, negatives, feats, out_dir: Path, cfg: CompactTrainConfig, log=print, text_emb: dict | None = None
+) -> Path:
     import torch
     import torch.nn.functional as F
 
     from ibisagent.io.images import atomic_write_bytes
     from ibisagent.policies.compact import build_net
-    from ibisagent.policies.text_encoder import embed_texts
 
     if not positives:
         raise IbisInputError(out_dir, "no usable training targets")
     out_dir.mkdir(parents=True, exist_ok=True)
-    all_texts = sorted({t for _, _, ts in positives for t in ts} | {t for _, ts in negatives for t in ts})
-    log(f"embedding {len(all_texts)} query texts with MiniLM")
-    text_emb = dict(zip(all_texts, embed_texts(all_texts)))
+    text_emb = text_emb if text_emb is not None else embed_query_texts(positives, negatives, log)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     net = build_net(hidden=cfg.hidden)

@@ -11,10 +11,27 @@ from ibisagent.train.tool_pipeline import _bar_run, console, split_and_embed
 
 
 def run_compact_training(
-    data, out: Path, minutes: float, cache_dir: Path, heldout: int, eval_steps: int, install: bool, seed: int
+    data,
+    out: Path,
+    minutes: float,
+    cache_dir: Path,
+    heldout: int,
+    eval_steps: int,
+    install: bool,
+    seed: int,
+    rl_minutes: float = 0.0,
 ):
-    from ibisagent.policies.compact import WEIGHTS
-    from ibisagent.train.compact import CompactTrainConfig, build_examples, evaluate_compact, train_compact
+    """SFT for `minutes`, then (rl_minutes > 0) the GRPO stage; held-out episodes of every
+    stage next to a text-free baseline; installs the last stage's weights."""
+    from ibisagent.policies.compact import WEIGHTS, load_net
+    from ibisagent.train.compact import (
+        CompactTrainConfig,
+        build_examples,
+        embed_query_texts,
+        evaluate_compact,
+        train_compact,
+    )
+    from ibisagent.train.compact_rl import CompactRLConfig, train_compact_rl
 
     _, train, held, emb_files = split_and_embed(data, heldout, cache_dir)
     cfg = CompactTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout)
@@ -22,28 +39,35 @@ def run_compact_training(
         "loading targets", len(train), lambda adv: build_examples(train, emb_files, cfg.query_variants, seed, adv)
     )
     console.print(f"{len(pos)} targets, {len(neg)} absent-target negatives, {skipped} skipped")
-    weights = train_compact(pos, neg, feats, out, cfg, log=console.print)
+    text_emb = embed_query_texts(pos, neg, log=console.print)
+    weights = train_compact(pos, neg, feats, out, cfg, log=console.print, text_emb=text_emb)
+    stages = {"sft": weights}
+    rl_cfg = CompactRLConfig(minutes=rl_minutes, seed=seed)
+    if rl_minutes > 0:
+        stages["sft+rl"] = train_compact_rl(load_net(weights), pos, feats, text_emb, out, rl_cfg, log=console.print)
     report = {
         "train_targets": len(pos),
         "negatives": len(neg),
         "skipped": skipped,
         "heldout_pairs": len(held),
         "config": cfg.__dict__,
+        "rl_config": rl_cfg.__dict__ if rl_minutes > 0 else None,
         "results": {},
     }
-    for spec in (f"compact:{weights}", "centre"):
+    specs = {name: f"compact:{w}" for name, w in stages.items()} | {"centre": "centre", "salient": "salient"}
+    for name, spec in specs.items():
         res = _bar_run(
-            f"held-out episodes ({spec.split(':')[0]})",
+            f"held-out episodes ({name})",
             len(held),
             lambda adv, spec=spec: evaluate_compact(spec, held, emb_files, eval_steps, adv),
         )
-        report["results"][spec.split(":")[0]] = res
+        report["results"][name] = res
         cats = ", ".join(f"{k} {v['mean_iou']:.3f} (n={v['n']})" for k, v in res["per_category"].items())
-        console.print(f"{spec.split(':')[0]}: mean IoU {res['mean_iou']:.3f} over {res['n']}; {cats}")
+        console.print(f"{name}: mean IoU {res['mean_iou']:.3f} over {res['n']}; {cats}")
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
     if install:
         WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(weights, WEIGHTS)
+        shutil.copyfile(list(stages.values())[-1], WEIGHTS)
         shutil.copyfile(out / "report.json", WEIGHTS.parent / "compact_report.json")
         console.print(f"installed as the default policy: {WEIGHTS}")
     return report

@@ -10,11 +10,12 @@ from ibisagent.io.images import atomic_write_bytes
 
 
 def cache_path(cache_dir: Path, image_path: Path) -> Path:
+    """The cache file of an image, keyed by the file's bytes (a copied or re-mounted dataset,
+    whose paths or modification times change, still hits the cache)."""
     import hashlib
 
-    st = image_path.stat()
-    key = hashlib.sha1(f"{image_path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:20]
-    return cache_dir / f"{key}.pt"
+    digest = hashlib.sha1(image_path.read_bytes()).hexdigest()[:20]
+    return cache_dir / f"{digest}.pt"
 
 
 def embed_images(tool, image_paths: list[Path], cache_dir: Path, progress=None) -> dict[Path, Path | str]:

@@ -73,3 +73,21 @@ def test_box_baseline_segments_from_the_reference_box(original_tool, demo_sample
 
     assert iou(ep.final_mask, gt) > 0.8
     assert [s.kind for s in ep.steps] == ["stop"]
+
+
+def test_salient_clicks_inside_the_largest_bright_region():
+    from ibisagent.policies.baselines import SalientClickPolicy, largest_salient_region
+
+    obs = _Obs(h=40, w=60)
+    obs.original[5:10, 5:10] = 200  # small bright blob
+    obs.original[20:35, 30:55] = 220  # the largest bright region
+    region = largest_salient_region(obs.original)
+    assert region[27, 42] and not region[7, 7]
+    p = make_policy("salient")
+    assert isinstance(p, SalientClickPolicy)
+    a = parse_response(p.act(obs, None))
+    x, y = a.to_pixel(60, 40)
+    assert a.kind == "positive" and 30 <= x < 55 and 20 <= y < 35
+    assert parse_response(p.act(_Obs(clicks=[(x, y, 1)]), None)).kind == "stop"
+    flat = parse_response(p.act(_Obs(), None))  # a flat image: the centre, no crash
+    assert flat.kind == "positive" and flat.to_pixel(20, 10) == (10, 5)
