@@ -56,12 +56,12 @@ def main() -> None:
 
     from ibisagent.tools import onnx_encoder
 
-    plain = LiteMedSAMTool(weights=args.weights, fast_encoder=False, encoder_backend="torch")
-    fused = LiteMedSAMTool(weights=args.weights, encoder_backend="torch")
+    plain = LiteMedSAMTool(weights=args.weights, fast_encoder=False, backend="torch")
+    fused = LiteMedSAMTool(weights=args.weights, backend="torch")
     enc_plain, enc_fused = encoder_ms(plain), encoder_ms(fused)
     enc_onnx = None
     if onnx_encoder.available():
-        enc_onnx = encoder_ms(LiteMedSAMTool(weights=args.weights, encoder_backend="onnx"))
+        enc_onnx = encoder_ms(LiteMedSAMTool(weights=args.weights, backend="onnx"))
     fast = LiteMedSAMTool(weights=args.weights)  # the default backend
     enc_fast = enc_onnx if fast.onnx_encoder is not None else enc_fused
 

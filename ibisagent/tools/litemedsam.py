@@ -219,8 +219,9 @@ class LiteMedSAMTool(SegmentationTool):
     box_margin: float = 0.05  # for the box strategies: grown box margin, fraction of the image side
     multimask: str = "never"  # "never", "first" (multimask on the first click only, as SAM advises), "always"
     threads: int | None = None
-    # "auto": ONNX Runtime when the `fast` extra is installed (about 2x faster), else torch
-    encoder_backend: str = "auto"
+    # "auto": ONNX Runtime for the encoder and the click decoder when the `fast` extra is
+    # installed (tools/onnx_encoder.py, onnx_decoder.py), else torch; "torch"; "onnx"
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -232,20 +233,22 @@ class LiteMedSAMTool(SegmentationTool):
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        if self.encoder_backend not in ("auto", "torch", "onnx"):
-            raise IbisInputError("encoder_backend", f"expected auto/torch/onnx, got {self.encoder_backend!r}")
+        if self.backend not in ("auto", "torch", "onnx"):
+            raise IbisInputError("backend", f"expected auto/torch/onnx, got {self.backend!r}")
         self.net, self.weights_name = build_model(self.weights)
         if self.fast_encoder:
             optimize_encoder(self.net.image_encoder)
-        self.onnx_encoder = None
-        from ibisagent.tools import onnx_encoder
+        self.onnx_encoder = self.onnx_decoder = None
+        from ibisagent.tools import onnx_decoder, onnx_encoder
 
-        if self.encoder_backend == "onnx" and not onnx_encoder.available():
-            raise IbisInputError("encoder_backend", "onnx needs the fast extra: pip install 'ibisagent[fast]'")
-        if self.encoder_backend == "onnx" or (self.encoder_backend == "auto" and onnx_encoder.available()):
+        if self.backend == "onnx" and not onnx_encoder.available():
+            raise IbisInputError("backend", "onnx needs the fast extra: pip install 'ibisagent[fast]'")
+        if self.backend == "onnx" or (self.backend == "auto" and onnx_encoder.available()):
+            threads = torch.get_num_threads()
             self.onnx_encoder = onnx_encoder.OnnxEncoder(
-                self.net.image_encoder, medsam_checkpoint_path(), INPUT_SIZE, torch.get_num_threads()
+                self.net.image_encoder, medsam_checkpoint_path(), INPUT_SIZE, threads
             )
+            self.onnx_decoder = onnx_decoder.OnnxDecoder(self.net, threads)
         self.name = f"litemedsam[{self.weights_name},{self.strategy}]"
 
     def _encode(self, image: np.ndarray, key: str) -> Embedding:
@@ -286,8 +289,11 @@ class LiteMedSAMTool(SegmentationTool):
             return ToolResult(mask=np.zeros(emb.original_size, bool), logits=zeros, score=0.0)
         mask_in = prev_logits.reshape(1, 1, LOWRES, LOWRES).float() if use_prior else None
         multi = self.multimask == "always" or (self.multimask == "first" and len(points) == 1 and mask_in is None)
-        with torch.inference_mode():
-            low, iou = decode(self.net, emb.features, pts, lab, mask_in, box_t, multimask=multi)
+        if self.onnx_decoder is not None and box_t is None and not multi:
+            low, iou = self.onnx_decoder(emb.features, pts, lab, mask_in)
+        else:
+            with torch.inference_mode():
+                low, iou = decode(self.net, emb.features, pts, lab, mask_in, box_t, multimask=multi)
         best = int(iou[0].argmax())
         logits = low[:, best : best + 1]
         return ToolResult(

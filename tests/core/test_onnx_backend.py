@@ -1,4 +1,4 @@
-"""The ONNX Runtime encoder gives the torch encoder's embedding and masks."""
+"""The ONNX Runtime encoder and click decoder give torch's embedding, logits and masks."""
 
 import numpy as np
 import pytest
@@ -15,8 +15,8 @@ def test_onnx_encoder_matches_torch(demo_samples, tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_encoder, "DEFAULT_DIR", tmp_path)
     image, gt = demo_samples[0].load()
-    torch_tool = LiteMedSAMTool(encoder_backend="torch")
-    onnx_tool = LiteMedSAMTool(encoder_backend="onnx")
+    torch_tool = LiteMedSAMTool(backend="torch")
+    onnx_tool = LiteMedSAMTool(backend="onnx")
     assert onnx_tool.onnx_encoder is not None and torch_tool.onnx_encoder is None
     assert list(tmp_path.glob("*.onnx")), "the exported graph is cached on disk"
     a, b = torch_tool.embed(image), onnx_tool.embed(image)
@@ -24,12 +24,18 @@ def test_onnx_encoder_matches_torch(demo_samples, tmp_path, monkeypatch):
     assert float((a.features - b.features).abs().max()) < 1e-3
     ys, xs = np.nonzero(gt)
     pts, labels = np.array([[xs[len(xs) // 2], ys[len(ys) // 2]]], np.float32), np.array([1])
-    ma, mb = torch_tool.predict(a, pts, labels).mask, onnx_tool.predict(b, pts, labels).mask
-    assert (ma != mb).mean() < 1e-3
+    ra, rb = torch_tool.predict(a, pts, labels), onnx_tool.predict(a, pts, labels)  # same embedding
+    assert float((ra.logits - rb.logits).abs().max()) < 1e-2 and abs(ra.score - rb.score) < 1e-3
+    assert (ra.mask != rb.mask).mean() < 1e-3
+    # a second (negative) click with the previous logits as prior, through both decoders
+    pts2, labels2 = np.vstack([pts, [[5, 5]]]).astype(np.float32), np.array([1, 0])
+    sa, sb = torch_tool.predict(a, pts2, labels2, ra.logits), onnx_tool.predict(a, pts2, labels2, rb.logits)
+    assert (sa.mask != sb.mask).mean() < 1e-3
+    assert (onnx_tool.predict(b, pts, labels).mask != ra.mask).mean() < 1e-2
 
 
 def test_unknown_backend_is_a_clear_error():
     from ibisagent.tools.litemedsam import LiteMedSAMTool
 
-    with pytest.raises(IbisInputError, match="encoder_backend"):
-        LiteMedSAMTool(encoder_backend="tensorrt")
+    with pytest.raises(IbisInputError, match="backend"):
+        LiteMedSAMTool(backend="tensorrt")
