@@ -120,7 +120,8 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
         "correct the agent with clicks. Errors are {'error': message} with a 4xx status.",
     )
     app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes)
+    app.state.config = config
+    app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes, timeout_s=config.body_timeout_s)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -162,6 +163,10 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
                 "max_steps": config.max_steps,
                 "max_clicks": config.max_clicks,
                 "workers": config.workers,
+                "header_timeout_s": config.header_timeout_s,
+                "body_timeout_s": config.body_timeout_s,
+                "keep_alive_s": config.keep_alive_s,
+                "max_connections": config.max_connections,
             },
             "volumes": _volumes_available(),
         }

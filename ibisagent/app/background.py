@@ -19,12 +19,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 def running_server(
     app, host: str = "127.0.0.1", port: int | None = None, start_timeout_s: float = 30.0
 ) -> Iterator[str]:
-    """Serve `app` with uvicorn in a thread; yields the base URL ("http://127.0.0.1:PORT") and
-    stops the server on exit."""
+    """Serve `app` with uvicorn in a thread, with the limits of its `ServeConfig` (as `ibisagent
+    serve`); yields the base URL ("http://127.0.0.1:PORT") and stops the server on exit."""
     import uvicorn
 
+    from ibisagent.app.config import ServeConfig
+    from ibisagent.app.server import uvicorn_config
+
     port = port or free_port(host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    config = getattr(app.state, "config", None) or ServeConfig()
+    server = uvicorn.Server(uvicorn_config(app, config, host, port, lifespan="off"))
     thread = threading.Thread(target=server.run, name="ibisagent-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s

@@ -21,6 +21,11 @@ class ServeConfig:
       beyond that; more are refused with 429. queue_timeout_s: the longest wait for a slot or the tool.
     episode_timeout_s: an agent episode past this wall time stops with stop_reason "timeout".
     max_steps: the most steps an agent episode may take (requests may ask for fewer).
+    header_timeout_s: a connection must send a complete request head within this time (else closed).
+    body_timeout_s: a request body must arrive in full within this time (else 408).
+    keep_alive_s: an idle kept-alive connection is closed after this time.
+    max_connections: open connections + requests in progress; beyond it the server answers 503.
+    (The HTTP-level limits are applied by `ibisagent.app.server.uvicorn_config`.)
     """
 
     tool: str = "litemedsam"
@@ -39,3 +44,7 @@ class ServeConfig:
     episode_timeout_s: float = 60.0
     max_steps: int = 20
     max_clicks: int = 64
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keep_alive_s: int = 5
+    max_connections: int = 256

@@ -27,6 +27,7 @@ def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, thre
 
         from ibisagent.app.api import create_app
         from ibisagent.app.config import ServeConfig
+        from ibisagent.app.server import uvicorn_config
     except ImportError as exc:
         raise IbisInputError(
             "serve", f"missing dependency {exc.name!r}; install: pip install 'ibisagent[serve]'"
@@ -54,7 +55,7 @@ def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, thre
 
         threading.Timer(1.5, webbrowser.open, args=(url,)).start()
     try:
-        uvicorn.run(api, host=host, port=port, log_level="warning", timeout_keep_alive=5)
+        uvicorn.Server(uvicorn_config(api, config, host, port)).run()
     except OSError as exc:
         fail(f"cannot listen on {host}:{port} ({exc.strerror or exc})")
 
