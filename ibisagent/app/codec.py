@@ -26,6 +26,8 @@ VOLUME_KINDS = ("dicom", "nifti", "gzip")
 
 def sniff(data: bytes) -> str | None:
     """The file kind from its magic bytes: png, jpeg, tiff, bmp, dicom, nifti, gzip, or None."""
+    if data[128:132] == b"DICM":  # first: the 128-byte preamble may itself look like a TIFF header
+        return "dicom"
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
@@ -34,8 +36,6 @@ def sniff(data: bytes) -> str | None:
         return "tiff"
     if data.startswith(b"BM"):
         return "bmp"
-    if data[128:132] == b"DICM":
-        return "dicom"
     if data[344:348] in (b"n+1\x00", b"ni1\x00", b"n+2\x00"):
         return "nifti"
     if data.startswith(b"\x1f\x8b"):

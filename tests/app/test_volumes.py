@@ -83,3 +83,46 @@ def test_truncated_nifti_is_a_clear_400(client, mni_bytes):
         "/v1/volumes", files={"volume": ("cut.nii.gz", mni_bytes[: len(mni_bytes) // 2], "application/gzip")}
     )
     assert r.status_code == 400 and "cut.nii.gz" in r.json()["error"], r.text
+
+
+def test_a_single_real_dicom_file(client):
+    """pydicom's own CT test file (128 x 128, int16, rescale intercept -1024, a TIFF-looking
+    preamble before DICM): upload, the windowed slice is the file's Hounsfield units, a click
+    segments it, and the mask comes back as NIfTI on the file's grid and patient position."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("CT_small.dcm")
+    data = open(path, "rb").read()
+    assert data[:4] == b"II*\x00" and data[128:132] == b"DICM"
+    ds = pydicom.dcmread(path)
+    r = client.post("/v1/volumes", files={"volume": ("CT_small.dcm", data, "application/dicom")})
+    assert r.status_code == 200, r.text
+    vol = r.json()
+    assert vol["modality"] == "CT" and vol["shape"] == [128, 128, 1] and vol["slices"]["axial"] == 1
+    r = client.post(f"/v1/volumes/{vol['volume_id']}/slice", json={"axis": "axial", "index": 0, "window": "abdomen"})
+    assert r.status_code == 200, r.text
+    sl = r.json()
+    assert (sl["width"], sl["height"], sl["window"]) == (128, 128, "abdomen")
+    # the slice is the file's pixels in Hounsfield units through the abdomen window (W 400, L 40),
+    # rows and columns as stored (DICOM rows run anterior -> posterior, columns right -> left)
+    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    want = np.clip((hu - (40 - 200)) / 400 * 255, 0, 255)
+    got = client.app.state.service.images.get(sl["image_id"]).image
+    assert got.shape == (128, 128, 3) and np.abs(got[..., 0].astype(float) - want).max() <= 1.0
+    out = client.post("/v1/tool/segment", json={"image_id": sl["image_id"], "points": [[0.5, 0.5]], "labels": [1]})
+    assert out.status_code == 200, out.text
+    mask2d = rle_decode(out.json()["mask"]["rle"])
+    assert mask2d.shape == (128, 128) and mask2d.any()
+    r = client.post(
+        f"/v1/volumes/{vol['volume_id']}/mask", json={"axis": "axial", "index": 0, "mask": rle_encode(mask2d)}
+    )
+    assert r.status_code == 200, r.text
+    m = nib.Nifti1Image.from_bytes(gzip.decompress(r.content))
+    assert m.shape == (128, 128, 1) and int(np.asarray(m.dataobj).sum()) == int(mask2d.sum())
+    # the NIfTI affine (RAS) carries the file's pixel spacing and position (LPS: x, y negated)
+    spacing = float(ds.PixelSpacing[0])
+    assert np.allclose(np.linalg.norm(m.affine[:3, :2], axis=0), spacing, atol=1e-4)
+    lps = np.array([float(v) for v in ds.ImagePositionPatient])
+    voxel_centres = [m.affine @ np.array([i, j, 0, 1.0]) for i in (0, 127) for j in (0, 127)]
+    assert any(np.allclose(c[:3], [-lps[0], -lps[1], lps[2]], atol=1e-3) for c in voxel_centres), m.affine
