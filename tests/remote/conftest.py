@@ -33,13 +33,12 @@ def server_url(tool):
 
 
 @pytest.fixture(scope="module")
-def rl_rows(tmp_path_factory, tool):
-    """Step-level RL rows (synth.export.rl_rows) of a small synthesis run over two demo images."""
-    from ibisagent.synth.export import rl_rows as make_rows
-    from ibisagent.synth.job import load_trajectories, run_synth
-    from tests.synth.conftest import job_config, make_tiny
+def rl_rows(tmp_path_factory):
+    import importlib.util
+    from pathlib import Path
 
-    data = make_tiny(tmp_path_factory.mktemp("tiny"))
-    out = tmp_path_factory.mktemp("synth")
-    run_synth(job_config(data), out)
-    return make_rows(load_trajectories(out), out)
+    path = Path(__file__).resolve().parents[1] / "verl" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("ibis_tests_verl_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.synth_rl_rows(tmp_path_factory)

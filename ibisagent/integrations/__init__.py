@@ -1,0 +1,1 @@
+"""Bridges to external training frameworks (verl). Nothing here is imported by the core package."""
