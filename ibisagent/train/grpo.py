@@ -6,7 +6,8 @@ does not have, and results longer than `max_completion_length` are silently drop
 environment returns a new IMAGE (the mask overlay) after every click. So the rollouts are ours
 (`train.rollout`, through `IbisEnv` with one shared tool), and so is this loop; the rewards are
 the TRL-style functions of `ibisagent.rewards` (`(completions, **kwargs) -> list[float]`), the
-loss rows and label masking are the SFT collator's (`sft_data.ChatCollator`).
+loss rows are the sampled token ids after their prompt (`train.rl_batch`; the SFT collator's
+label masking for whole-episode chats).
 
 Per optimiser step: `batch_size` queries x G rollouts; reward r_i; advantage
 A_i = (r_i - mean_group) / (std_group + 1e-4) (population std; `scale_rewards: false` keeps
@@ -220,15 +221,18 @@ class GRPO:
         """Clipped objective over all agent tokens of the rollouts; returns loss statistics."""
         import torch
 
-        from ibisagent.train.sft_data import ChatCollator
+        from ibisagent.train.rl_batch import collate_rollout_rows
 
         run = self.run
         items = [(row, a) for r, a in zip(rollouts, adv) for row in r.rows]
-        collate = ChatCollator(self.processor, run.max_pixels)
         mbs = []
         for k in range(0, len(items), run.micro_batch_size):
             chunk = items[k : k + run.micro_batch_size]
-            batch = {key: v.to(self.acc.device) for key, v in collate([row for row, _ in chunk]).items()}
+            rows = [row for row, _ in chunk]
+            batch = {
+                key: v.to(self.acc.device)
+                for key, v in collate_rollout_rows(self.processor, rows, run.max_pixels).items()
+            }
             mbs.append({"batch": batch, "adv": torch.tensor([a for _, a in chunk], dtype=torch.float32)})
         n_tokens = max(1.0, float(sum((mb["batch"]["labels"][:, 1:] != -100).sum() for mb in mbs)))
         if run.num_iterations > 1 or run.beta > 0:

@@ -10,7 +10,8 @@ counts the passes), and each decision step of all live rollouts is ONE batched g
   called with the rows' columns (`ibisagent.rewards.make_reward_funcs`).
 - `rollout_episodes` (the paper's objective): whole episodes from the first state, at most
   `max_actions` actions; the reward of an episode is the mean of its per-action rewards and the
-  loss rows hold every agent turn (observations masked by the SFT collator's labels).
+  loss rows hold every agent turn: one row per turn with its sampled token ids (history off, as
+  released), or one chat of the whole episode (history on; observations masked by the labels).
 Malformed text is an action like any other: the parser marks it invalid, the environment ends
 the episode (the released rule) and S_format scores 0. Nothing in the batch raises on it.
 
@@ -42,6 +43,7 @@ class GenOut:
     text: str  # the decoded assistant turn (special tokens removed)
     tokens: int  # generated tokens (eos included)
     truncated: bool  # hit max_new_tokens before the end of turn
+    ids: list[int] | None = None  # the sampled token ids (eos included), trained on exactly
 
 
 _SPECIAL = re.compile(r"<\|[a-z_]+\|>")
@@ -91,7 +93,7 @@ class HFGenerator:
             end = next((i + 1 for i, t in enumerate(ids) if t in eos), None)
             kept = ids if end is None else ids[:end]
             text = tok.decode(kept, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            res.append(GenOut(clean_text(text), len(kept), end is None))
+            res.append(GenOut(clean_text(text), len(kept), end is None, kept))
         return res
 
 
@@ -104,7 +106,9 @@ def make_generator(backend: str, model, processor, **kwargs) -> Callable[[list[P
     try:
         import vllm  # noqa: F401
     except ImportError:
-        raise IbisInputError("generation: vllm", "vllm is not installed (GPU only); use generation: transformers") from None
+        raise IbisInputError(
+            "generation: vllm", "vllm is not installed (GPU only); use generation: transformers"
+        ) from None
     raise IbisInputError("generation: vllm", "the vLLM rollout engine is not part of this build yet; use transformers")
 
 
@@ -238,7 +242,9 @@ def rollout_episodes(
             rec = TermRecorder(task.answer, task.closed)
             env = IbisEnv(tool, max_steps=max_actions, reward_fn=rec)
             obs, _ = env.reset(task.image, task.query, gt_mask=task.gt, init_mask=task.init_mask, image_name=task.name)
-            slots.append({"env": env, "obs": obs, "rec": rec, "group": g, "task": task, "tokens": 0, "trunc": 0})
+            slots.append(
+                {"env": env, "obs": obs, "rec": rec, "group": g, "task": task, "tokens": 0, "trunc": 0, "ids": []}
+            )
     live = list(slots)
     while live:
         prompts = [
@@ -250,6 +256,7 @@ def rollout_episodes(
         outs = generate(prompts)
         for s, out in zip(live, outs):
             s["obs"], _, term, trunc, _ = s["env"].step(out.text)
+            s["ids"].append(out.ids)
             s["tokens"] += out.tokens
             s["trunc"] += int(out.truncated)
             s["done"] = term or trunc
@@ -260,6 +267,9 @@ def rollout_episodes(
         texts = [st.response for st in env.episode.steps]
         reward = float(np.mean(_step_rewards(texts, steps, task, reward_funcs)))
         rows = training_chats(task.image, env.episode, history=history, max_pixels=max_pixels)
+        if not history:  # one row per sampled turn: train on the sampled ids (`train.rl_batch`)
+            for row, ids in zip(rows, s["ids"]):
+                row["completion_ids"] = ids
         res.append(
             Rollout(
                 s["group"],
@@ -330,6 +340,7 @@ def rollout_steps(
     for i, (text, out) in enumerate(zip(texts, outs)):
         r = rows[i // G]
         row = {"messages": [*prompts[i][0], assistant_turn(text)], "images": prompts[i][1], "train": [True]}
+        row["completion_ids"] = out.ids
         iou = _iou_after(iou_scorer, text, r) if iou_scorer is not None else None
         t = {k: float(v[i]) for k, v in terms.items()}
         res.append(
