@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ibisagent import __version__
@@ -22,6 +22,7 @@ from ibisagent.app.limits import BodyLimit
 from ibisagent.app.schemas import (
     ImageResponse,
     MaskRequest,
+    Output,
     SegmentRequest,
     SegmentResponse,
     SliceRequest,
@@ -31,6 +32,7 @@ from ibisagent.app.schemas import (
     VolumeMaskRequest,
 )
 from ibisagent.app.service import Service
+from ibisagent.app.sessions import ActRequest, ReferenceRequest, SessionRequest, SessionResponse
 from ibisagent.errors import IbisInputError
 from ibisagent.tools.base import SegmentationTool
 
@@ -199,6 +201,41 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
         req, files = await read_request(request, SegmentRequest, ("image", "reference_mask", "init_mask"))
         return await service.slots.run(service.segment, req, files)
 
+    @app.post("/v1/sessions", response_model=SessionResponse)
+    async def open_session(req: SessionRequest) -> dict:
+        """Open an interactive episode on an uploaded image: a person clicks through the human policy
+        (`POST /v1/sessions/{id}/act`). `POST /v1/segment` also returns a session continuing its episode."""
+        return await service.slots.run(service.sessions.open, req)
+
+    @app.post("/v1/sessions/{session_id}/act", response_model=SessionResponse)
+    async def session_act(session_id: str, req: ActRequest) -> dict:
+        """One person action ("p X,Y", "n X,Y" normalised, or "stop"): HumanPolicy turns it into a
+        protocol turn and the environment executes it; returns the new mask and the step."""
+        return await service.slots.run(service.sessions.act, session_id, req)
+
+    @app.post("/v1/sessions/{session_id}/undo", response_model=SessionResponse)
+    async def session_undo(session_id: str, req: _Outputs | None = None) -> dict:
+        """Back to the state before the last person action (or before the agent's run)."""
+        outputs = (req or _Outputs()).outputs
+        return await service.slots.run(service.sessions.undo, session_id, outputs)
+
+    @app.post("/v1/sessions/{session_id}/reset", response_model=SessionResponse)
+    async def session_reset(session_id: str, req: _Outputs | None = None) -> dict:
+        """Back to the session's start (the image with no mask, or the mask it was opened with)."""
+        outputs = (req or _Outputs()).outputs
+        return await service.slots.run(service.sessions.reset, session_id, outputs)
+
+    @app.post("/v1/sessions/{session_id}/reference", response_model=SessionResponse)
+    async def session_reference(session_id: str, req: ReferenceRequest) -> dict:
+        """Set (or clear) the reference mask: IoU of the current mask and of later steps."""
+        return await service.slots.run(service.sessions.set_reference, session_id, req)
+
+    @app.get("/v1/sessions/{session_id}/episode")
+    async def session_episode(session_id: str) -> dict:
+        """The session's Episode record (ibisagent.env.episode): agent and person steps as protocol turns;
+        meta.person_steps lists the steps a person made."""
+        return service.sessions.episode(session_id)
+
     @app.post("/v1/masks", openapi_extra=_body_doc(MaskRequest, ("mask",)))
     async def upload_mask(request: Request) -> dict:
         """Check a mask file against an image (same size) and return it as RLE, to send with later
@@ -260,3 +297,8 @@ def _volumes_available() -> bool:
 
 class _Empty(BaseModel):
     pass
+
+
+class _Outputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outputs: list[Output] = Field(default_factory=lambda: ["rle", "overlay"])

@@ -21,6 +21,8 @@ class ServeConfig:
       beyond that; more are refused with 429. queue_timeout_s: the longest wait for a slot or the tool.
     episode_timeout_s: an agent episode past this wall time stops with stop_reason "timeout".
     max_steps: the most steps an agent episode may take (requests may ask for fewer).
+    max_sessions: interactive sessions kept (LRU; each is an episode a person clicks in, up to
+      max_clicks person steps).
     header_timeout_s: a connection must send a complete request head within this time (else closed).
     body_timeout_s: a request body must arrive in full within this time (else 408).
     keep_alive_s: an idle kept-alive connection is closed after this time.
@@ -48,3 +50,4 @@ class ServeConfig:
     body_timeout_s: float = 60.0
     keep_alive_s: int = 5
     max_connections: int = 256
+    max_sessions: int = 64

@@ -129,4 +129,5 @@ class SegmentResponse(BaseModel):
     clicks: list[tuple[int, int, int]]
     logits_id: str | None
     episode: dict[str, Any] = Field(..., description="the Episode record (ibisagent.env.episode), as JSON")
+    session_id: str | None = Field(None, description="continue this episode by hand: POST /v1/sessions/{id}/act")
     total_ms: float

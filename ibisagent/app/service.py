@@ -119,6 +119,9 @@ class Service:
         self.logits = LogitsStore(config.max_logits)
         self.volumes = VolumeStore(config.max_volumes, config.max_volume_bytes)
         self.slots = Slots(config.workers, config.max_queue, config.queue_timeout_s)
+        from ibisagent.app.sessions import Sessions
+
+        self.sessions = Sessions(self, config.max_sessions, config.max_clicks)
 
     # -- images -----------------------------------------------------------------------
     def add_image(self, data: bytes, name: str) -> dict:
@@ -298,20 +301,26 @@ class Service:
             raise bad_request(f"policy {req.policy!r}: {exc}") from None
         episode.meta.update(policy=req.policy, tool=self.tool.name, image_id=item.id)
         final = episode.final_mask
-        return {
+        logits_id = None if env.logits is None else self.logits.add(item.id, env.logits)
+        steps = self._steps(episode, item.image, req.step_overlays)
+        clicks = episode.clicks
+        result = {
             "image_id": item.id,
             "query": req.query,
             "policy": req.policy,
             "stop_reason": episode.stop_reason,
             "answer": episode.answer,
-            "steps": self._steps(episode, item.image, req.step_overlays),
-            "mask": mask_out(final, req.outputs, item.image, episode.clicks),
+            "steps": steps,
+            "mask": mask_out(final, req.outputs, item.image, clicks),
             "iou": None if ref is None else iou(final, ref),
-            "clicks": episode.clicks,
-            "logits_id": None if env.logits is None else self.logits.add(item.id, env.logits),
+            "clicks": clicks,
+            "logits_id": logits_id,
             "episode": episode.to_dict(),
-            "total_ms": 1000 * (time.perf_counter() - t0),
         }
+        # a person may continue this episode: its environment becomes an interactive session
+        result["session_id"] = self.sessions.adopt(env, item.id, init)
+        result["total_ms"] = 1000 * (time.perf_counter() - t0)
+        return result
 
     @staticmethod
     def _policy(spec: str, options: dict):

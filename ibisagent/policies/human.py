@@ -57,17 +57,25 @@ class HumanPolicy(Policy):
     ask(obs, episode) -> command: called once per step (e.g. a prompt at the terminal that
     shows the current overlay). commands: a fixed script instead (used by tests and by
     `segment --clicks`); when it runs out the policy stops. An interactive `ask` is asked again
-    after a bad command (up to `max_tries`); a bad scripted command is an error.
+    after a bad command (up to `max_tries`; `report` shows the problem to the person, None: no
+    output, as in the web app where the request's error says it); a bad scripted command is an error.
     """
 
     name = "human"
 
-    def __init__(self, ask: Ask | None = None, commands: Iterable[str] | None = None, max_tries: int = 5):
+    def __init__(
+        self,
+        ask: Ask | None = None,
+        commands: Iterable[str] | None = None,
+        max_tries: int = 5,
+        report: Callable[[str], None] | None = print,
+    ):
         if ask is None and commands is None:
             raise IbisInputError("human", "the human policy needs a prompt (ask=) or a list of commands")
         self.ask = ask
         self.commands = None if commands is None else list(commands)
         self.max_tries = max_tries
+        self.report = report
 
     def act(self, obs: Observation, episode: Episode) -> str:
         H, W = obs.original.shape[:2]
@@ -81,5 +89,6 @@ class HumanPolicy(Policy):
                 return command_to_turn(self.ask(obs, episode), W, H)
             except IbisInputError as exc:
                 problem = exc
-                print(f"  {exc.problem}")
+                if self.report is not None:
+                    self.report(f"  {exc.problem}")
         raise problem
