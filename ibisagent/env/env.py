@@ -30,13 +30,21 @@ class Observation:
     """What the policy sees: `image` is the original image at an initial step and the overlay
     afterwards (H x W x 3 uint8); `text` is the user turn of the released protocol."""
 
-    image: np.ndarray
+    # The image, or a function that renders it: the overlay is drawn on first access, so
+    # policies that never look at it (the simulator, the compact policy) do not pay for it.
+    image_or_render: np.ndarray | Callable[[], np.ndarray]
     mask: np.ndarray  # H x W bool, the current mask
     text: str
     query: str
     step: int
     clicks: list[tuple[int, int, int]]  # (x, y, label) pixels
     original: np.ndarray  # the unmodified image
+
+    @property
+    def image(self) -> np.ndarray:
+        if callable(self.image_or_render):
+            self.image_or_render = self.image_or_render()
+        return self.image_or_render
 
 
 RewardFn = Callable[[dict], float]
@@ -176,11 +184,18 @@ class IbisEnv:
 
     def _observation(self) -> Observation:
         initial = self.t == 0 and not self.refining
-        img = self.image if initial else render_overlay(self.image, self.mask, self.overlay_color, self.overlay_alpha)
+        image, mask, color, alpha = self.image, self.mask, self.overlay_color, self.overlay_alpha
+        img = image if initial else (lambda: render_overlay(image, mask, color, alpha))
         text = first_turn_text(self.query) if initial else refinement_turn_text(self.query)
         clicks = [(x, y, lab) for (x, y), lab in zip(self.points, self.labels)]
         return Observation(
-            image=img, mask=self.mask, text=text, query=self.query, step=self.t, clicks=clicks, original=self.image
+            image_or_render=img,
+            mask=self.mask,
+            text=text,
+            query=self.query,
+            step=self.t,
+            clicks=clicks,
+            original=self.image,
         )
 
     def _info(self, action: Action | None = None) -> dict[str, Any]:

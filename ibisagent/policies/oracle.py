@@ -18,11 +18,22 @@ from ibisagent.policies.base import Policy
 
 
 def error_distance(region: np.ndarray) -> np.ndarray:
-    """Distance of each pixel of `region` (H x W bool) to its boundary or the image border, pixels."""
+    """Distance of each pixel of `region` (H x W bool) to its boundary or the image border, pixels.
+
+    Computed on the region's bounding box grown by one pixel (zeros all round: the nearest
+    background pixel of any region pixel lies within it), the same exact Euclidean result as on
+    the whole image at a fraction of the cost once the errors are small."""
     import cv2
 
-    padded = np.pad(np.asarray(region, np.uint8), 1)
-    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    region = np.asarray(region, bool)
+    out = np.zeros(region.shape, np.float32)
+    rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
+    if rows.size == 0:
+        return out
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    padded = np.pad(region[r0:r1, c0:c1].astype(np.uint8), 1)
+    out[r0:r1, c0:c1] = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    return out
 
 
 def next_click(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, float] | None:

@@ -26,6 +26,7 @@ from ibisagent.errors import IbisInputError
 @dataclass
 class CompactTrainConfig:
     minutes: float = 12.0
+    max_steps: int = 1_000_000  # also stop after this many steps (tests: reproducible length)
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -120,8 +121,8 @@ def train_compact(
     t0 = time.perf_counter()
     step, ema = 0, None
     log_fh = (out_dir / "train_log.jsonl").open("w")
-    while time.perf_counter() - t0 < budget:
-        frac = (time.perf_counter() - t0) / budget
+    while time.perf_counter() - t0 < budget and step < cfg.max_steps:
+        frac = max((time.perf_counter() - t0) / budget, step / cfg.max_steps)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / 20) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac)))
         n_neg = sum(rng.random() < cfg.p_negative for _ in range(cfg.batch_size)) if negatives else 0

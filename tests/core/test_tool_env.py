@@ -77,3 +77,26 @@ def test_next_click_follows_the_simulator():
     pred[10:40, 10:40] = True
     assert next_click(pred, gt)[2] == 0
     assert next_click(gt, gt) is None
+
+
+def test_error_distance_on_the_bounding_box_equals_the_whole_image():
+    """The cropped distance transform gives exactly the whole-image one (border counts as boundary)."""
+    import cv2
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from ibisagent.policies.oracle import error_distance
+
+    def whole(region):
+        padded = np.pad(region.astype(np.uint8), 1)
+        return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(0, 2**31 - 1), st.integers(5, 60), st.integers(5, 60), st.floats(0.0, 0.9))
+    def check(seed, h, w, density):
+        rng = np.random.default_rng(seed)
+        region = cv2.blur((rng.random((h, w)) < density).astype(np.float32), (3, 3)) > 0.5
+        assert np.array_equal(error_distance(region), whole(region))
+
+    check()
+    assert not error_distance(np.zeros((4, 5), bool)).any()
