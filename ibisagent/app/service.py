@@ -97,6 +97,23 @@ def mask_out(mask: np.ndarray, outputs, image: np.ndarray | None = None, clicks=
     return out
 
 
+def step_out(rec, area: int) -> dict:
+    """A StepRecord as the API shows it (schemas.StepOut, without the overlay)."""
+    from ibisagent.env.protocol import parse_response
+
+    return {
+        "index": rec.index,
+        "kind": rec.kind,
+        "click": rec.click,
+        "reasoning": parse_response(rec.response).think if rec.response else None,
+        "answer": rec.answer,
+        "error": rec.error,
+        "iou": rec.iou,
+        "score": rec.score,
+        "area": area,
+    }
+
+
 class _EpisodeTimeout(Exception):
     pass
 
@@ -334,23 +351,12 @@ class Service:
     @staticmethod
     def _steps(episode, image: np.ndarray, overlays: bool) -> list[dict]:
         from ibisagent.env.episode import Episode
-        from ibisagent.env.protocol import parse_response
 
         steps, shown = [], Episode(query=episode.query, image_size=episode.image_size, init_mask=episode.init_mask)
         for rec in episode.steps:
             shown.steps.append(rec)
             mask = shown.final_mask
-            step = {
-                "index": rec.index,
-                "kind": rec.kind,
-                "click": rec.click,
-                "reasoning": parse_response(rec.response).think if rec.response else None,
-                "answer": rec.answer,
-                "error": rec.error,
-                "iou": rec.iou,
-                "score": rec.score,
-                "area": int(np.count_nonzero(mask)),
-            }
+            step = step_out(rec, int(np.count_nonzero(mask)))
             if overlays:
                 step["overlay"] = mask_out(mask, ["overlay"], image, shown.clicks)["overlay"]
             steps.append(step)

@@ -246,25 +246,11 @@ class Sessions:
 
     # -- the answer -------------------------------------------------------------------
     def state(self, session: Session, outputs, step: bool = False) -> dict:
-        from ibisagent.app.service import mask_out
-        from ibisagent.env.protocol import parse_response
+        from ibisagent.app.service import mask_out, step_out
 
         env, ep = session.env, session.env.episode
         clicks = [(int(x), int(y), int(lab)) for (x, y), lab in zip(env.points, env.labels)]
-        last = None
-        if step and ep.steps:
-            rec = ep.steps[-1]
-            last = {
-                "index": rec.index,
-                "kind": rec.kind,
-                "click": rec.click,
-                "reasoning": parse_response(rec.response).think if rec.response else None,
-                "answer": rec.answer,
-                "error": rec.error,
-                "iou": rec.iou,
-                "score": rec.score,
-                "area": int(np.count_nonzero(env.mask)),
-            }
+        last = step_out(ep.steps[-1], int(np.count_nonzero(env.mask))) if step and ep.steps else None
         return {
             "session_id": session.id,
             "image_id": session.image_id,
