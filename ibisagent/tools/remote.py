@@ -181,8 +181,9 @@ class RemoteTool(SegmentationTool):
         lab = tuple(int(v) for v in np.asarray(labels).reshape(-1))
         return self._call(emb, pts, lab, box_t, prev_logits)
 
-    def _call(self, emb: Embedding, pts, lab, box, prev: RemoteLogits | None) -> ToolResult:
-        """POST /v1/tool/segment; an evicted image is uploaded again and evicted logits replayed."""
+    def _call(self, emb: Embedding, pts, lab, box, prev: RemoteLogits | None, recover: int = 3) -> ToolResult:
+        """POST /v1/tool/segment; an evicted image is uploaded again and evicted logits replayed
+        (at most `recover` retries of this call, so a server that keeps evicting fails loudly)."""
         from ibisagent.env.rle import rle_decode
 
         img: RemoteImage = emb.features
@@ -196,14 +197,16 @@ class RemoteTool(SegmentationTool):
         try:
             out = self._request("POST", "/v1/tool/segment", json.dumps(body).encode())
         except ToolServerError as exc:
-            if exc.status == 404 and "image_id" in exc.problem and "logits" not in exc.problem:
+            if recover <= 0 or exc.status != 404:
+                raise
+            if "image_id" in exc.problem and "logits" not in exc.problem:
                 self._count("reuploads")
                 emb.features = RemoteImage(self._upload(img.png)["image_id"], img.png)
-                return self._call(emb, pts, lab, box, prev)
-            if exc.status == 404 and "prev_logits_id" in exc.problem and prev is not None:
+                return self._call(emb, pts, lab, box, prev, recover - 1)
+            if "prev_logits_id" in exc.problem and prev is not None:
                 self._count("replays")
-                rebuilt = self._call(emb, prev.points, prev.labels, prev.box, prev.parent).logits
-                return self._call(emb, pts, lab, box, rebuilt)
+                rebuilt = self._call(emb, prev.points, prev.labels, prev.box, prev.parent).logits  # finite chain
+                return self._call(emb, pts, lab, box, rebuilt, recover - 1)
             raise
         self._count("server_tool_ms", float(out.get("tool_ms") or 0.0))
         mask = rle_decode(out["mask"]["rle"])

@@ -22,6 +22,7 @@ def serve(tool, **limits):
     from ibisagent.app.background import running_server
     from ibisagent.app.config import ServeConfig
 
+    limits = {"queue_timeout_s": 600.0, "episode_timeout_s": 600.0, **limits}  # slow shared CI machines
     with running_server(create_app(ServeConfig(**limits), tool=tool)) as url:
         yield url
 

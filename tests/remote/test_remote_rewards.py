@@ -19,7 +19,7 @@ def test_remote_rewards_equal_in_process_and_fail_loudly(tool, rl_rows):
     completions = [[{"role": "assistant", "content": r["expert_response"]}] for r in rows]
     local = make_reward_funcs(tool)["s_total"](completions, **_cols(rows))
     with serve(tool) as url:
-        remote_tool = RemoteTool(url=url, retries=0)
+        remote_tool = RemoteTool(url=url, retries=0, timeout=600)
         remote = make_reward_funcs(remote_tool)
         assert remote["s_total"](completions, **_cols(rows)) == pytest.approx(local)
         assert remote_tool.stats["uploads"] == len({r["image_path"] for r in rows})

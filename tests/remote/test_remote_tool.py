@@ -29,7 +29,7 @@ def _episode(tool, image, gt):
 
 def test_make_tool_and_same_masks_as_in_process(tool, server_url, demo_dir):
     image, gt = load_image(demo_dir / CT), load_mask(demo_dir / CT_LIVER)
-    remote = make_tool(server_url, strategy="points+prior", retries=0)
+    remote = make_tool(server_url, strategy="points+prior", retries=0, timeout=600)
     assert isinstance(remote, RemoteTool) and "litemedsam" in remote.name
     local_masks, _ = _episode(tool, image, gt)
     remote_masks, env = _episode(remote, image, gt)
@@ -44,7 +44,7 @@ def test_make_tool_and_same_masks_as_in_process(tool, server_url, demo_dir):
 
 def test_box_and_given_mask_match_in_process(tool, server_url, demo_dir):
     image, gt = load_image(demo_dir / CT), load_mask(demo_dir / CT_LIVER)
-    remote = RemoteTool(url=server_url, retries=0)
+    remote = RemoteTool(url=server_url, retries=0, timeout=600)
     ys, xs = np.nonzero(gt)
     box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
     a, b = tool.predict(image, box=box), remote.predict(image, box=box)
@@ -61,7 +61,7 @@ def test_evicted_logits_are_replayed_and_evicted_images_reuploaded(tool, demo_di
     pts1, pts2 = np.array([[160.0, 230.0]]), np.array([[160.0, 230.0], [130.0, 280.0]])
     want = tool.predict(ct, pts2, np.array([1, 1]), tool.predict(ct, pts1, np.array([1])).logits).mask
     with serve(tool, max_logits=1, max_images=1) as url:
-        remote = RemoteTool(url=url, retries=0)
+        remote = RemoteTool(url=url, retries=0, timeout=600)
         first = remote.predict(ct, pts1, np.array([1]))
         remote.predict(ct, np.array([[10.0, 10.0]]), np.array([1]))  # evicts first's logits
         got = remote.predict(ct, pts2, np.array([1, 1]), first.logits)
