@@ -143,6 +143,8 @@ class GRPO:
     """Model, optimiser, tool and data of one run; `train()` runs it (resuming when asked)."""
 
     def __init__(self, run: RLRun, reward_funcs: dict | None = None, tool=None):
+        import random
+
         import torch
         from accelerate import Accelerator
         from transformers import get_scheduler
@@ -150,7 +152,10 @@ class GRPO:
         from ibisagent.policies.vlm_hf import checkpoint_family, families, load_processor
         from ibisagent.train.sft import prepare_model
 
+        run.check()
         self.run = run
+        random.seed(run.seed)
+        np.random.seed(run.seed)
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() if run.bf16 == "auto" else bool(run.bf16)
         self.acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
         torch.manual_seed(run.seed)
