@@ -13,6 +13,18 @@ import json
 from pathlib import Path
 
 
+def n_components(sample) -> int:
+    """Connected regions (8-connectivity) of a sample's reference mask; 0 when unreadable."""
+    import cv2
+    import numpy as np
+
+    try:
+        _, mask = sample.load()
+    except Exception:
+        return 0
+    return cv2.connectedComponents(np.asarray(mask, np.uint8))[0] - 1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", nargs="+", type=Path)
@@ -23,6 +35,12 @@ def main() -> None:
 
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--components",
+        choices=["all", "single", "multi"],
+        default="all",
+        help="only targets whose reference mask is one connected region (single) or several (multi)",
+    )
     args = ap.parse_args()
 
     from ibisagent.cli.train import collect_pairs
@@ -32,6 +50,8 @@ def main() -> None:
     from ibisagent.train.tool_eval import evaluate_tool
 
     _, held = split_by_image(collect_pairs(args.data), args.heldout)
+    if args.components != "all":
+        held = [s for s in held if (n_components(s) == 1) == (args.components == "single")]
     emb_files = {s.image: cache_path(args.cache_dir, s.image) for s in held}
     emb_files = {k: v for k, v in emb_files.items() if v.exists()}
     print(

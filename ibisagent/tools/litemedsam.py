@@ -173,6 +173,11 @@ def decode(net, features, points, labels, mask_input=None, box=None, multimask: 
     pts = None if points is None else (points, labels)
     boxes = None if box is None else box
     sparse, dense = net.prompt_encoder(points=pts, boxes=boxes, masks=mask_input)
+    return decode_embedded(net, features, sparse, dense, multimask)
+
+
+def decode_embedded(net, features, sparse, dense, multimask: bool = False):
+    """The mask decoder on already embedded prompts (sparse B x T x 256, dense B x 256 x 64 x 64)."""
     return net.mask_decoder(
         image_embeddings=features,
         image_pe=net.prompt_encoder.get_dense_pe(),

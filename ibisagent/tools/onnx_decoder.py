@@ -22,10 +22,12 @@ def build_graph_module(net):
     import torch
     from torch import nn
 
+    from ibisagent.tools.litemedsam import decode_embedded
+
     class DecoderGraph(nn.Module):
         def __init__(self):
             super().__init__()
-            self.pe, self.md = net.prompt_encoder, net.mask_decoder
+            self.pe, self.md = net.prompt_encoder, net.mask_decoder  # registered: exported with the graph
 
         def embed_points(self, points, labels):
             points = points + 0.5  # pixel centres, as SAM's prompt encoder
@@ -43,13 +45,7 @@ def build_graph_module(net):
             sparse = self.embed_points(points, labels)
             no_mask = self.pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
             dense = has_mask * self.pe.mask_downscaling(mask_input) + (1 - has_mask) * no_mask
-            return self.md(
-                image_embeddings=features,
-                image_pe=self.pe.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
+            return decode_embedded(net, features, sparse, dense)
 
     return DecoderGraph().eval()
 
@@ -61,7 +57,7 @@ def graph_path(net, cache_dir: Path | None = None) -> Path:
     from ibisagent.tools.litemedsam import prompt_path_state
     from ibisagent.tools.onnx_encoder import DEFAULT_DIR
 
-    h = hashlib.sha1(f"{torch.__version__}|decoder-v1".encode())
+    h = hashlib.sha1(f"{torch.__version__}|decoder-v2".encode())
     for k, v in sorted(prompt_path_state(net, half=False).items()):
         h.update(k.encode())
         h.update(v.detach().contiguous().numpy().tobytes())
