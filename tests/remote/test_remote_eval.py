@@ -4,6 +4,7 @@ tool (the real app on loopback), with bounded concurrency; same results as one w
 from __future__ import annotations
 
 import json
+import threading
 
 from typer.testing import CliRunner
 
@@ -27,12 +28,23 @@ def _rows(path):
 
 def test_eval_remote_policy_and_tool(server_url, demo_dir, tmp_path):
     runner = CliRunner()
-    with MockChatServer(scripted, delay=0.05) as chat:
+    second, gate = threading.Event(), {"on": True}
+
+    def reply(body: dict, n: int) -> str:
+        """While the gate is on, the first request waits for a second one: proof of parallel episodes."""
+        if gate["on"] and n == 1:
+            second.wait(300)
+        elif n > 1:
+            second.set()
+        return scripted(body, n)
+
+    with MockChatServer(reply) as chat:
         args = ["eval", "run", "--data", str(demo_dir / "pairs.csv"), "--tool", server_url, "--limit", "4"]
         args += ["--policy", f"openai:{chat.url}", "--policy", "box", "--max-steps", "5", "--no-report"]
         res = runner.invoke(app, [*args, "--workers", "3", "--out", str(tmp_path / "a")])
         assert res.exit_code == 0, res.output
-        assert 1 < chat.peak <= 3  # bounded: one request per worker at most
+        assert second.is_set() and 1 < chat.peak <= 3  # parallel, and bounded: one request per worker
+        gate["on"] = False
         res = runner.invoke(app, [*args, "--workers", "1", "--out", str(tmp_path / "b")])
         assert res.exit_code == 0, res.output
     rows = _rows(tmp_path / "a" / "results.jsonl")
