@@ -24,6 +24,15 @@ StrategyOpt = Annotated[
     str,
     typer.Option(help="LiteMedSAM prompt strategy: points, points+prior, box, box+points, box+points+prior"),
 ]
+# the choices of ibisagent.data.volume_io.AXES and ibisagent.data.windowing.WINDOW_CHOICES (not imported:
+# `--help` stays free of numpy; tests/core/test_cli.py checks they agree)
+AXES_HELP = "axial, coronal, sagittal"
+WINDOWS_HELP = "auto, percentile, abdomen, liver, lung, bone, brain"
+AxisOpt = Annotated[str, typer.Option(help=f"Volumes: slice axis ({AXES_HELP})")]
+WindowOpt = Annotated[str, typer.Option(help=f"Volumes: window preset ({WINDOWS_HELP})")]
+MaxStepsOpt = Annotated[int, typer.Option(min=1, max=100, help="Actions per episode at most (released: 20)")]
+LimitOpt = Annotated[int | None, typer.Option(min=1, help="Only the first N samples")]
+FreshOpt = Annotated[bool, typer.Option(help="Start over: discard earlier results in OUT instead of resuming")]
 
 
 def fail(message: str, code: int = 2) -> None:

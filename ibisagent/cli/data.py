@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import run_guarded
+from ibisagent.cli.common import AxisOpt, WindowOpt, run_guarded
 from ibisagent.errors import IbisInputError
 
 app = typer.Typer(
@@ -26,8 +26,6 @@ LabelsOpt = Annotated[list[Path] | None, typer.Option("--labels", help="Volume l
 NamesOpt = Annotated[
     list[str] | None, typer.Option("--names", help="Label names per --labels: 1=liver,2=kidney or a .json/.txt")
 ]
-AxisOpt = Annotated[str, typer.Option(help="Volume slice axis: axial, coronal, sagittal")]
-WindowOpt = Annotated[str, typer.Option(help="Volume window: auto, percentile, abdomen, lung, bone, brain, liver")]
 NegOpt = Annotated[bool, typer.Option(help="Keep volume slices without the target as negatives")]
 StepOpt = Annotated[int, typer.Option(min=1, help="Every STEP-th volume slice")]
 ModalityOpt = Annotated[str | None, typer.Option(help="Volume modality (CT, MRI...) when the file does not say")]

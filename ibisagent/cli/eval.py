@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import StrategyOpt, ToolOpt, fail, run_guarded
+from ibisagent.cli.common import FreshOpt, LimitOpt, MaxStepsOpt, StrategyOpt, ToolOpt, fail, run_guarded
 
 app = typer.Typer(
     name="eval",
@@ -37,7 +37,7 @@ def run_cmd(
     ),
     tool: ToolOpt = "litemedsam",
     strategy: StrategyOpt = "points+prior",
-    max_steps: Annotated[int, typer.Option(min=1, max=100, help="Actions per episode")] = 20,
+    max_steps: MaxStepsOpt = 20,
     seed: Annotated[int, typer.Option(help="Run seed (random baselines; episodes get seeds derived from it)")] = 0,
     workers: Annotated[
         int,
@@ -51,7 +51,7 @@ def run_cmd(
     threads: Annotated[
         int | None, typer.Option(min=1, help="Torch threads per worker (default: CPUs / workers)")
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N samples")] = None,
+    limit: LimitOpt = None,
     queries: Annotated[
         str | None,
         typer.Option(
@@ -62,7 +62,7 @@ def run_cmd(
     negatives: Annotated[
         bool, typer.Option(help="Add absent-target samples with a yes/no question (needs --queries)")
     ] = False,
-    fresh: Annotated[bool, typer.Option(help="Discard earlier results in OUT instead of resuming")] = False,
+    fresh: FreshOpt = False,
     retry_errors: Annotated[bool, typer.Option(help="Redo episodes that failed in an earlier run")] = False,
     report: Annotated[bool, typer.Option(help="Write report.md / report.html when done")] = True,
 ) -> None:

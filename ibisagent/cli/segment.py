@@ -12,7 +12,16 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import StrategyOpt, ToolOpt, fail, make_tool_from_opts, run_guarded
+from ibisagent.cli.common import (
+    AxisOpt,
+    MaxStepsOpt,
+    StrategyOpt,
+    ToolOpt,
+    WindowOpt,
+    fail,
+    make_tool_from_opts,
+    run_guarded,
+)
 from ibisagent.errors import IbisInputError
 
 app = typer.Typer()
@@ -31,7 +40,7 @@ def segment(
     reference: Annotated[Path | None, typer.Option(help="Reference mask: IoU per step (and the oracle policy)")] = None,
     init_mask: Annotated[Path | None, typer.Option(help="A given mask to refine (refinement task)")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default IMAGE_segment/)")] = None,
-    max_steps: Annotated[int, typer.Option(min=1, max=100, help="At most this many actions (released: 20)")] = 20,
+    max_steps: MaxStepsOpt = 20,
     history: Annotated[bool, typer.Option(help="VLM sees the whole chat (released: off)")] = False,
     sample: Annotated[bool, typer.Option(help="VLM samples instead of greedy decoding (released: greedy)")] = False,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature (with --sample)")] = 1.0,
@@ -45,13 +54,11 @@ def segment(
     clicks: Annotated[
         list[str] | None, typer.Option("--click", help="human: scripted commands ('p 0.5,0.4', 'n X,Y', 'stop')")
     ] = None,
-    axis: Annotated[str, typer.Option(help="Volumes: slice axis (axial, coronal, sagittal)")] = "axial",
+    axis: AxisOpt = "axial",
     slices: Annotated[
         str | None, typer.Option(help="Volumes: slices to run, START:STOP[:STEP] or one index (default all)")
     ] = None,
-    window: Annotated[
-        str, typer.Option(help="Volumes: window preset (auto, abdomen, lung, bone, brain, liver, mr)")
-    ] = "auto",
+    window: WindowOpt = "auto",
     tool: ToolOpt = "litemedsam",
     strategy: StrategyOpt = "points+prior",
 ) -> None:

@@ -19,7 +19,7 @@ ThreadsOpt = Annotated[int | None, typer.Option(help="Torch CPU threads for the 
 TimeoutOpt = Annotated[float, typer.Option("--episode-timeout", help="Wall-time limit of one agent episode, s")]
 
 
-def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, episode_timeout, open_browser):
+def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, limits, open_browser):
     from ibisagent.errors import IbisInputError
 
     try:
@@ -43,7 +43,7 @@ def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, thre
         max_upload_bytes=int(max_upload_mib * 1024 * 1024),
         max_pixels=max_pixels,
         workers=workers,
-        episode_timeout_s=episode_timeout,
+        **limits,
     )
     typer.echo(f"loading the tool ({tool}) ...", err=True)
     api = create_app(config)
@@ -60,44 +60,54 @@ def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, thre
         fail(f"cannot listen on {host}:{port} ({exc.strerror or exc})")
 
 
-@app.command()
-def serve(
-    host: HostOpt = "127.0.0.1",
-    port: PortOpt = 8000,
-    tool: ToolOpt = "litemedsam",
-    strategy: StrategyOpt = "points+prior",
-    max_upload_mib: MaxMiBOpt = 32.0,
-    max_pixels: MaxPxOpt = 4096 * 4096,
-    workers: WorkersOpt = 4,
-    threads: ThreadsOpt = None,
-    episode_timeout: TimeoutOpt = 60.0,
-) -> None:
-    """Start the REST API (POST /v1/images, /v1/tool/segment, /v1/segment; GET /healthz) and the web page.
+OpenOpt = Annotated[bool, typer.Option("--open/--no-open", help="Open the page in a browser")]
+BodyTimeoutOpt = Annotated[
+    float, typer.Option("--body-timeout", min=0.1, help="A request body must arrive within this many seconds (408)")
+]
+MaxConnOpt = Annotated[
+    int, typer.Option("--max-connections", min=1, help="Connections + requests at once (503 beyond)")
+]
+
+
+def _command(name: str, open_default: bool, doc: str) -> None:
+    """Register `name` (serve / app): the same options and server; only --open's default differs."""
+
+    def command(
+        host: HostOpt = "127.0.0.1",
+        port: PortOpt = 8000,
+        tool: ToolOpt = "litemedsam",
+        strategy: StrategyOpt = "points+prior",
+        max_upload_mib: MaxMiBOpt = 32.0,
+        max_pixels: MaxPxOpt = 4096 * 4096,
+        workers: WorkersOpt = 4,
+        threads: ThreadsOpt = None,
+        episode_timeout: TimeoutOpt = 60.0,
+        body_timeout: BodyTimeoutOpt = 60.0,
+        max_connections: MaxConnOpt = 256,
+        open_browser: OpenOpt = open_default,
+    ) -> None:
+        limits = dict(episode_timeout_s=episode_timeout, body_timeout_s=body_timeout, max_connections=max_connections)
+        run_guarded(
+            _serve, host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, limits, open_browser
+        )
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_command(
+    "serve",
+    False,
+    """Start the REST API (POST /v1/images, /v1/tool/segment, /v1/segment, /v1/sessions; GET /healthz) and the web page.
 
     Example: ibisagent serve --port 8000, then open http://127.0.0.1:8000/docs
-    """
-    run_guarded(
-        _serve, host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, episode_timeout, False
-    )
-
-
-@app.command("app")
-def web_app(
-    host: HostOpt = "127.0.0.1",
-    port: PortOpt = 8000,
-    tool: ToolOpt = "litemedsam",
-    strategy: StrategyOpt = "points+prior",
-    max_upload_mib: MaxMiBOpt = 32.0,
-    max_pixels: MaxPxOpt = 4096 * 4096,
-    workers: WorkersOpt = 4,
-    threads: ThreadsOpt = None,
-    episode_timeout: TimeoutOpt = 60.0,
-    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in a browser")] = True,
-) -> None:
+    """,
+)
+_command(
+    "app",
+    True,
     """Start the web app: upload an image, ask, watch the agent's steps, correct it with clicks.
 
     Example: ibisagent app --port 8000 (then open http://127.0.0.1:8000/)
-    """
-    run_guarded(
-        _serve, host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, episode_timeout, open_browser
-    )
+    """,
+)

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import JsonlAppender, StrategyOpt, ToolOpt, make_tool_from_opts, read_jsonl, run_guarded
+from ibisagent.cli.common import (
+    JsonlAppender,
+    LimitOpt,
+    StrategyOpt,
+    ToolOpt,
+    make_tool_from_opts,
+    read_jsonl,
+    run_guarded,
+)
 
 app = typer.Typer()
 
@@ -23,7 +31,7 @@ def simulate(
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary JSON here")] = None,
     tool: ToolOpt = "litemedsam",
     strategy: StrategyOpt = "points+prior",
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N pairs")] = None,
+    limit: LimitOpt = None,
     overlays: Annotated[
         bool, typer.Option(help="Write a final overlay PNG per pair (clicks and outline drawn)")
     ] = True,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import StrategyOpt, ToolOpt, run_guarded
+from ibisagent.cli.common import FreshOpt, LimitOpt, StrategyOpt, ToolOpt, run_guarded
 
 app = typer.Typer()
 
@@ -23,7 +23,7 @@ def synth(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of every choice (queries, kinds, wording)")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="Torch threads per worker")] = 1,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N samples")] = None,
+    limit: LimitOpt = None,
     mix: Annotated[
         str,
         typer.Option(
@@ -48,7 +48,7 @@ def synth(
         bool, typer.Option(help="ShareGPT rows carry the earlier turns (else one turn, as released)")
     ] = False,
     export: Annotated[bool, typer.Option(help="Write the exports (chat dataset, ShareGPT, RL Parquet)")] = True,
-    fresh: Annotated[bool, typer.Option(help="Start over instead of resuming")] = False,
+    fresh: FreshOpt = False,
     tool: ToolOpt = "litemedsam",
     strategy: StrategyOpt = "points+prior",
 ) -> None:

@@ -50,6 +50,6 @@ def mask_from_array(arr: np.ndarray, what: object = "mask", shape: tuple[int, in
 
 def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a mask file (PNG/JPG/TIFF/.npy) as H x W bool; errors name the file."""
-    from ibisagent.io.images import _read_array
+    from ibisagent.io.images import read_array
 
-    return mask_from_array(_read_array(path), what=path, shape=shape)
+    return mask_from_array(read_array(path), what=path, shape=shape)

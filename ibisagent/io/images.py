@@ -22,7 +22,9 @@ MAX_PIXELS = 80_000_000  # a 2D slice larger than this is almost surely not what
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
-def _read_array(path: str | Path) -> np.ndarray:
+def read_array(path: str | Path) -> np.ndarray:
+    """The raw pixel array of an image file (or .npy) as stored: H x W or H x W x C, any dtype
+    (palette images expanded, 16-bit kept). `load_image` / `load_mask` normalise it."""
     path = Path(path)
     if not path.exists():
         raise IbisInputError(path, "no such file")
@@ -90,7 +92,7 @@ def to_rgb_uint8(arr: np.ndarray, what: object = "image") -> np.ndarray:
 
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as H x W x 3 uint8 RGB."""
-    return to_rgb_uint8(_read_array(path), what=path)
+    return to_rgb_uint8(read_array(path), what=path)
 
 
 def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -98,7 +100,7 @@ def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
 
     `shape` (H, W), when given, must match: a mask of another size is an error, not resized.
     """
-    arr = _read_array(path)
+    arr = read_array(path)
     if arr.ndim == 3:
         arr = arr[..., :3].max(axis=2) if arr.shape[2] in (3, 4) else arr[..., 0]
     if arr.ndim != 2:

@@ -14,6 +14,15 @@ def test_help_lists_commands():
     assert r.exit_code == 0 and "simulate" in r.output and "click" in r.output
 
 
+def test_shared_volume_option_help_lists_the_real_choices():
+    from ibisagent.cli.common import AXES_HELP, WINDOWS_HELP
+    from ibisagent.data.volume_io import AXES
+    from ibisagent.data.windowing import WINDOW_CHOICES
+
+    assert sorted(AXES_HELP.split(", ")) == sorted(AXES)
+    assert WINDOWS_HELP.split(", ") == list(WINDOW_CHOICES)
+
+
 def test_simulate_on_bundled_demo(tmp_path, demo_dir):
     summary = tmp_path / "s.json"
     r = runner.invoke(
