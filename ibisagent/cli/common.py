@@ -16,7 +16,7 @@ ToolOpt = Annotated[
     str,
     typer.Option(
         "--tool",
-        help="Segmentation tool: litemedsam, litemedsam:original, litemedsam:PATH.pt, sam2:CFG:CKPT, "
+        help="Segmentation tool: litemedsam, litemedsam:original, litemedsam:PATH.pt, "
         "or a tool server http://HOST:PORT (ibisagent serve)",
     ),
 ]

@@ -6,7 +6,7 @@ from ibisagent.tools.base import Embedding, EmbeddingCache, SegmentationTool, To
 
 
 def make_tool(spec: str = "litemedsam", **kwargs) -> SegmentationTool:
-    """Build a tool from a short spec: "litemedsam", "litemedsam:original", "sam2:CONFIG:CKPT", or
+    """Build a tool from a short spec: "litemedsam", "litemedsam:original", "litemedsam:PATH.pt", or
     "http://host:port" (an `ibisagent serve` tool server; kwargs: see tools.remote.RemoteTool)."""
     from ibisagent.errors import IbisInputError
 
@@ -23,16 +23,9 @@ def make_tool(spec: str = "litemedsam", **kwargs) -> SegmentationTool:
         if rest:
             kwargs.setdefault("weights", rest)
         return LiteMedSAMTool(**kwargs)
-    if name == "sam2":
-        from ibisagent.tools.sam2 import SAM2Tool
-
-        config, _, ckpt = rest.partition(":")
-        if not config or not ckpt:
-            raise IbisInputError(spec, "expected sam2:CONFIG.yaml:CHECKPOINT.pt")
-        return SAM2Tool(config=config, checkpoint=ckpt, **kwargs)
-    raise IbisInputError(
-        spec, "unknown tool; use litemedsam[:clicks|original|PATH], sam2:CONFIG:CKPT or http://HOST:PORT"
-    )
+    if name in ("sam2", "medsam2"):
+        raise IbisInputError(spec, "the SAM2/MedSAM2 backend is not available yet; use litemedsam or a tool server")
+    raise IbisInputError(spec, "unknown tool; use litemedsam[:clicks|original|PATH] or http://HOST:PORT")
 
 
 __all__ = ["Embedding", "EmbeddingCache", "SegmentationTool", "ToolResult", "make_tool"]

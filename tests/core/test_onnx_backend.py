@@ -39,3 +39,11 @@ def test_unknown_backend_is_a_clear_error():
 
     with pytest.raises(IbisInputError, match="backend"):
         LiteMedSAMTool(backend="tensorrt")
+
+
+@pytest.mark.parametrize("spec", ["sam2:cfg.yaml:ckpt.pt", "medsam2", "nope"])
+def test_unavailable_tools_are_clear_errors(spec):
+    from ibisagent.tools import make_tool
+
+    with pytest.raises(IbisInputError):
+        make_tool(spec)
