@@ -20,12 +20,12 @@ TRL-style `(completions, **kwargs) -> list[float]` function.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ibisagent.errors import IbisInputError
 from ibisagent.policies.vlm_chat import MAX_PIXELS
+from ibisagent.train.run_yaml import read_run_yaml
 
 MODES = ("step", "episode")
 BUILTIN_REWARDS = ("s_format", "s_ans", "s_click", "s_pseg", "s_len", "s_total")
@@ -76,24 +76,7 @@ class RLRun:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> RLRun:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise IbisInputError(path, "no such config file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise IbisInputError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise IbisInputError(path, "the config must be a mapping of keys to values")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise IbisInputError(path, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        if "model" not in raw:
-            raise IbisInputError(path, "the config needs 'model' (a local Qwen2.5-VL / Qwen3-VL folder)")
+        raw = read_run_yaml(cls, path, overrides)
         try:
             run = cls(**raw)
         except TypeError as exc:

@@ -16,7 +16,6 @@ standalone checkpoint at OUTPUT_DIR/merged (what vLLM serves).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from ibisagent.errors import IbisInputError
 from ibisagent.policies.vlm_chat import MAX_PIXELS
+from ibisagent.train.run_yaml import read_run_yaml
 
 
 @dataclass
@@ -63,24 +63,7 @@ class SFTRun:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> SFTRun:
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise IbisInputError(path, "no such config file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise IbisInputError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise IbisInputError(path, "the config must be a mapping of keys to values")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise IbisInputError(path, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        if "model" not in raw:
-            raise IbisInputError(path, "the config needs 'model' (a local Qwen2.5-VL / Qwen3-VL folder)")
+        raw = read_run_yaml(cls, path, overrides)
         return cls(**raw)
 
 
