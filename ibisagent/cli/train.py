@@ -15,6 +15,10 @@ from ibisagent.train import DEFAULT_CACHE_DIR
 DataArg = Annotated[list[Path], typer.Argument(help="pairs.csv files or folders (searched for pairs.csv)")]
 CacheDirOpt = Annotated[Path, typer.Option(help="On-disk embedding cache (shared by train tool and train compact)")]
 HeldoutOpt = Annotated[int, typer.Option(min=0, max=90, help="Held-out percent of images (split by image)")]
+# Overrides shared by `train sft` and `train rl` (YAML run configs).
+OutputDirOpt = Annotated[Path | None, typer.Option(help="Override the config's output_dir")]
+OptimiserStepsOpt = Annotated[int | None, typer.Option(help="Override: stop after this many optimiser steps")]
+ResumeOpt = Annotated[bool, typer.Option(help="Resume from the last checkpoint in output_dir")]
 
 app = typer.Typer(help="Train the segmentation tool and the agent policies.", no_args_is_help=True)
 
@@ -77,9 +81,9 @@ def _train_tool(data, out, minutes, cache_dir, heldout, eval_clicks, install, se
 @app.command("sft")
 def train_sft(
     config: Annotated[Path, typer.Option(help="YAML run config (ibisagent/train/configs/sft_*.yaml)")],
-    output_dir: Annotated[Path | None, typer.Option(help="Override the config's output_dir")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Override: stop after this many optimiser steps")] = None,
-    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in output_dir")] = True,
+    output_dir: OutputDirOpt = None,
+    max_steps: OptimiserStepsOpt = None,
+    resume: ResumeOpt = True,
     merge_only: Annotated[bool, typer.Option(help="Only merge output_dir/adapter into output_dir/merged")] = False,
 ) -> None:
     """Supervised fine-tuning of a Qwen2.5-VL / Qwen3-VL agent (TRL + peft LoRA).
@@ -150,9 +154,9 @@ def _train_compact(data, out, minutes, cache_dir, heldout, eval_steps, install, 
 @app.command("rl")
 def train_rl_cmd(
     config: Annotated[Path, typer.Option(help="YAML run config (ibisagent/train/configs/rl_*.yaml)")],
-    output_dir: Annotated[Path | None, typer.Option(help="Override the config's output_dir")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Override: stop after this many optimiser steps")] = None,
-    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint in output_dir")] = True,
+    output_dir: OutputDirOpt = None,
+    max_steps: OptimiserStepsOpt = None,
+    resume: ResumeOpt = True,
 ) -> None:
     """GRPO of a Qwen2.5-VL / Qwen3-VL agent through the environment (transformers + peft).
 
