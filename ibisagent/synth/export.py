@@ -178,17 +178,21 @@ def rl_rows(trajs: list[Trajectory], root: str | Path) -> list[dict]:
     return rows
 
 
-def write_rl_parquet(trajs: list[Trajectory], root: str | Path, dest: str | Path) -> int:
+def write_parquet(rows: list[dict], dest: str | Path) -> int:
+    """Write `rows` as one Parquet table at `dest` (atomically: a temporary file, then a rename)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = rl_rows(trajs, root)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     pq.write_table(pa.Table.from_pylist(rows), tmp)
     os.replace(tmp, dest)
     return len(rows)
+
+
+def write_rl_parquet(trajs: list[Trajectory], root: str | Path, dest: str | Path) -> int:
+    return write_parquet(rl_rows(trajs, root), dest)
 
 
 def export_all(root: str | Path, trajs: list[Trajectory], history: bool = False) -> dict:

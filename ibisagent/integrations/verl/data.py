@@ -18,12 +18,12 @@ CLI: python -m ibisagent.integrations.verl.data SRC.parquet DEST.parquet [--mode
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ibisagent.env.protocol import SYSTEM_PROMPT
 from ibisagent.integrations.verl import TOOL_NAME
 from ibisagent.rewards import ROW_KEYS
+from ibisagent.synth.export import write_parquet
 
 MODES = ("step", "episode")
 
@@ -80,18 +80,12 @@ def to_verl_rows(rows: list[dict], mode: str = "step", split: str = "train") -> 
 
 def convert_parquet(src: str | Path, dest: str | Path, mode: str = "step", split: str = "train") -> int:
     """Read our RL Parquet, write verl's (atomically); returns the row count."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = to_verl_rows(pq.read_table(src).to_pylist(), mode, split)
     if not rows:
         raise ValueError(f"{src}: no rows to convert (mode {mode})")
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
-    os.replace(tmp, dest)
-    return len(rows)
+    return write_parquet(rows, dest)
 
 
 def main(argv: list[str] | None = None) -> None:
