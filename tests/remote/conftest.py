@@ -34,7 +34,7 @@ def server_url(tool):
 
 
 @pytest.fixture(scope="module")
-def rl_rows(tmp_path_factory):
+def rl_rows(tmp_path_factory, demo_pairs):
     import importlib.util
     from pathlib import Path
 
@@ -42,4 +42,4 @@ def rl_rows(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("ibis_tests_verl_conftest", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.synth_rl_rows(tmp_path_factory)
+    return module.synth_rl_rows(tmp_path_factory, demo_pairs)

@@ -5,32 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-DEMO = Path(__file__).resolve().parents[2] / "ibisagent" / "assets" / "demo"
-
-
-def make_small(root: Path) -> Path:
-    """pairs.csv over the chest X-ray (96 px: both lungs) and the colon image (64 px: polyp)."""
-    import cv2
-
-    from ibisagent.io.images import load_image, load_mask, save_mask_png, save_png
-
-    rows = ["image,mask,structure,modality"]
-    for name, side, structures, modality in (
-        ("15_X-Ray_chest", 96, ("left_lung", "right_lung"), "X-ray"),
-        ("24_endoscope_colon", 64, ("polyp",), "endoscopy"),
-    ):
-        img = load_image(DEMO / "images" / f"{name}.png")
-        save_png(root / "images" / f"{name}.png", cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA))
-        for s in structures:
-            m = load_mask(DEMO / "masks" / f"{name}__{s}.png").astype(np.uint8)
-            small = cv2.resize(m, (side, side), interpolation=cv2.INTER_NEAREST) > 0
-            save_mask_png(root / "masks" / f"{name}__{s}.png", small)
-            rows.append(f"images/{name}.png,masks/{name}__{s}.png,{s.replace('_', ' ')},{modality}")
-    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +20,9 @@ def tiny_vlm(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_data(tmp_path_factory) -> Path:
-    return make_small(tmp_path_factory.mktemp("rl_data"))
+def small_data(tmp_path_factory, demo_pairs) -> Path:
+    """The chest X-ray at 96 px (both lungs) and the colon image at 64 px (polyp)."""
+    return demo_pairs(tmp_path_factory.mktemp("rl_data"), 96, 64)
 
 
 @pytest.fixture(scope="session")

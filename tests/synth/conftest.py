@@ -4,33 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-DEMO = Path(__file__).resolve().parents[2] / "ibisagent" / "assets" / "demo"
+TINY_SIDES = (192, 128)  # pixels: the chest X-ray (both lungs) and the colon image (polyp)
 ALL_KINDS = {k: 1.0 for k in ("segment", "refine", "self_correction", "discard", "vqa", "negative")}
-
-
-def make_tiny(root: Path) -> Path:
-    """A pairs.csv over the chest X-ray (192 px: both lungs) and the colon image (128 px: polyp)."""
-    import cv2
-
-    from ibisagent.io.images import load_image, load_mask, save_mask_png, save_png
-
-    rows = ["image,mask,structure,modality"]
-    for name, side, structures, modality in (
-        ("15_X-Ray_chest", 192, ("left_lung", "right_lung"), "X-ray"),
-        ("24_endoscope_colon", 128, ("polyp",), "endoscopy"),
-    ):
-        img = load_image(DEMO / "images" / f"{name}.png")
-        save_png(root / "images" / f"{name}.png", cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA))
-        for s in structures:
-            m = load_mask(DEMO / "masks" / f"{name}__{s}.png").astype(np.uint8)
-            small = cv2.resize(m, (side, side), interpolation=cv2.INTER_NEAREST) > 0
-            save_mask_png(root / "masks" / f"{name}__{s}.png", small)
-            rows.append(f"images/{name}.png,masks/{name}__{s}.png,{s.replace('_', ' ')},{modality}")
-    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 def job_config(data: Path, **kw):
@@ -50,8 +27,8 @@ def make_config():
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    return make_tiny(tmp_path_factory.mktemp("tiny"))
+def tiny_data(tmp_path_factory, demo_pairs) -> Path:
+    return demo_pairs(tmp_path_factory.mktemp("tiny"), *TINY_SIDES)
 
 
 @pytest.fixture(scope="session")

@@ -20,22 +20,23 @@ def _synth_helpers():
     return module
 
 
-def synth_rl_rows(tmp_path_factory) -> list[dict]:
-    """Step-level RL rows (synth.export.rl_rows) of a small synthesis run over two demo images."""
+def synth_rl_rows(tmp_path_factory, demo_pairs) -> list[dict]:
+    """Step-level RL rows (synth.export.rl_rows) of a small synthesis run over two demo images
+    (`demo_pairs`: the root conftest's fixture of that name)."""
     from ibisagent.synth.export import rl_rows
     from ibisagent.synth.job import load_trajectories, run_synth
 
     helpers = _synth_helpers()
-    job_config, make_tiny = helpers.job_config, helpers.make_tiny
-    data = make_tiny(tmp_path_factory.mktemp("tiny"))
+    job_config = helpers.job_config
+    data = demo_pairs(tmp_path_factory.mktemp("tiny"), *helpers.TINY_SIDES)
     out = tmp_path_factory.mktemp("synth")
     run_synth(job_config(data), out)
     return rl_rows(load_trajectories(out), out)
 
 
 @pytest.fixture(scope="module")
-def rl_rows(tmp_path_factory):
-    return synth_rl_rows(tmp_path_factory)
+def rl_rows(tmp_path_factory, demo_pairs):
+    return synth_rl_rows(tmp_path_factory, demo_pairs)
 
 
 @pytest.fixture
