@@ -287,6 +287,22 @@ def is_remote_tool(spec: str) -> bool:
     return spec.startswith(("http://", "https://"))
 
 
+def _record_as_completed(pending: set, record: Callable, uncancelled: tuple[type[BaseException], ...] = ()) -> None:
+    """record(result) of each future as it completes. On an error the futures not yet started
+    are cancelled (except for the exception types `uncancelled`) and the error is re-raised."""
+    try:
+        while pending:
+            ready, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in ready:
+                record(fut.result())
+    except uncancelled:
+        raise
+    except BaseException:
+        for fut in pending:
+            fut.cancel()
+        raise
+
+
 def _run_threads(cfg_d: dict, items: list, keys: list[str], todo: list, record: Callable) -> None:
     """`workers` threads, each with its own tool client, environment and policies (latency
     counters stay per episode): at most `workers` episodes, so at most `workers` policy and
@@ -310,16 +326,7 @@ def _run_threads(cfg_d: dict, items: list, keys: list[str], todo: list, record: 
         return evaluate_sample(local.env, pols, sample, key, cfg_d["seed"], query)
 
     with ThreadPoolExecutor(max_workers=cfg_d["workers"], thread_name_prefix="ibis-eval") as pool:
-        pending = {pool.submit(work, i, k, missing) for i, k, missing in todo}
-        try:
-            while pending:
-                ready, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in ready:
-                    record(fut.result())
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+        _record_as_completed({pool.submit(work, i, k, missing) for i, k, missing in todo}, record)
 
 
 def _run_pool(cfg_d: dict, todo: list, record: Callable) -> None:
@@ -334,13 +341,6 @@ def _run_pool(cfg_d: dict, todo: list, record: Callable) -> None:
     ) as pool:
         pending = {pool.submit(_work, i, k, missing) for i, k, missing in todo}
         try:
-            while pending:
-                ready, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in ready:
-                    record(fut.result())
+            _record_as_completed(pending, record, uncancelled=(BrokenProcessPool,))
         except BrokenProcessPool:
             raise RuntimeError("a worker process died (out of memory?); rerun the same command to resume") from None
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
