@@ -4,8 +4,8 @@
     python bench/bench_serve.py --url http://127.0.0.1:8000 --requests 50
 
 Phases: (1) upload the image (the one embedding); (2) `--clicks` sequential clicks as the web page
-makes them (all clicks so far + prev_logits_id; mask RLE + PNG + overlay JPEG returned), whose p50
-is the "click -> new mask" latency; (3) `--requests` tool calls at `--concurrency` in flight (1-3
+makes them (a session's `act` with the human policy's command; mask RLE + overlay returned), whose
+p50/p95 is the "click -> new mask" latency; (3) `--requests` tool calls at `--concurrency` in flight (1-3
 random clicks each, RLE only: what an RL reward calls). Prints p50/p95/max in ms and the count of
 each HTTP status; exits 1 if any request failed with a 5xx or a transport error.
 """
@@ -59,20 +59,20 @@ async def bench(url: str, image: Path, clicks: int, requests: int, concurrency: 
         print(
             f"upload+embed {1000 * (time.perf_counter() - t0):.0f} ms  ({info['width']} x {info['height']}, id {info['image_id'][:8]})"
         )
-        W, H = info["width"], info["height"]
 
-        # (2) a person clicking: each call carries all clicks so far and the previous logits
-        lat, st, pts, labels, logits_id = [], Counter(), [], [], None
-        for _ in range(clicks):
-            pts.append([float(rng.uniform(0.2, 0.8) * W), float(rng.uniform(0.2, 0.8) * H)])
-            labels.append(int(rng.integers(0, 2)) if pts[1:] else 1)
-            body = {"image_id": info["image_id"], "points": pts, "labels": labels, "coords": "px"}
-            body.update(prev_logits_id=logits_id, outputs=["rle", "overlay"])
+        # (2) a person clicking in the page: each click is a human-policy command on a session
+        # (the env runs the tool with all clicks so far and the previous logits)
+        r = await client.post("/v1/sessions", json={"image_id": info["image_id"], "query": "bench"})
+        r.raise_for_status()
+        session = r.json()["session_id"]
+        lat, st = [], Counter()
+        for k in range(clicks):
+            x, y = float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8))
+            sign = "p" if k == 0 or rng.integers(0, 2) else "n"
             t = time.perf_counter()
-            r = await client.post("/v1/tool/segment", json=body)
+            r = await client.post(f"/v1/sessions/{session}/act", json={"command": f"{sign} {x:.4f},{y:.4f}"})
             lat.append(time.perf_counter() - t)
             st[r.status_code] += 1
-            logits_id = r.json().get("logits_id") if r.status_code == 200 else None
         rows = [summary("page clicks", lat, st)]
 
         # (3) concurrent tool calls

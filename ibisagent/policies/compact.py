@@ -55,7 +55,8 @@ def build_net(hidden: int = 64, text_dim: int = 384):
             self.head = nn.Conv2d(hidden, 1, 1)
             self.presence = nn.Sequential(nn.Linear(2 * hidden + text_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-        def forward(self, feats, text):
+        def trunk(self, feats, text):
+            """-> (hidden map B x hidden x 64 x 64, pooled B x (2 hidden + text_dim))"""
             B = feats.shape[0]
             lin = torch.linspace(-1, 1, feats.shape[-1], device=feats.device)
             yy, xx = torch.meshgrid(lin, lin, indexing="ij")
@@ -63,7 +64,10 @@ def build_net(hidden: int = 64, text_dim: int = 384):
             h = torch.relu(self.proj(torch.cat([feats, coords], 1)))
             for blk in self.blocks:
                 h = blk(h, text)
-            pooled = torch.cat([h.amax((2, 3)), h.mean((2, 3)), text], 1)
+            return h, torch.cat([h.amax((2, 3)), h.mean((2, 3)), text], 1)
+
+        def forward(self, feats, text):
+            h, pooled = self.trunk(feats, text)
             return self.head(h), self.presence(pooled)[:, 0]
 
     return CompactNet()
@@ -79,6 +83,21 @@ def load_net(path: str | Path | None = None):
     net = build_net(**blob.get("arch", {}))
     net.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
     return net.eval()
+
+
+def save_net(net, path: Path, **meta) -> Path:
+    """fp16 weights + architecture (+ training metadata), written atomically."""
+    import io
+
+    import torch
+
+    from ibisagent.io.images import atomic_write_bytes
+
+    buf = io.BytesIO()
+    state = {k: v.half() for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "arch": {"hidden": net.blocks[0].conv.in_channels}, **meta}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def belief_mask(logits, emb) -> np.ndarray:

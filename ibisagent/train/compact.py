@@ -11,7 +11,6 @@ follows phrasing, not just names. Image embeddings come from the tool-training d
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import time
@@ -105,8 +104,7 @@ def train_compact(
     import torch
     import torch.nn.functional as F
 
-    from ibisagent.io.images import atomic_write_bytes
-    from ibisagent.policies.compact import build_net
+    from ibisagent.policies.compact import build_net, save_net
 
     if not positives:
         raise IbisInputError(out_dir, "no usable training targets")
@@ -155,15 +153,10 @@ def train_compact(
         if step % 25 == 0:
             log_fh.flush()
             log(
-                f"step {step} loss {ema:.3f} dice-loss {float(dice[: len(pos)].mean()):.3f} {(time.perf_counter() - t0) / 60:.1f}/{cfg.minutes:.0f} min"
+                f"step {step} loss {ema:.3f} dice-loss {dice[: len(pos)].mean().item():.3f} {(time.perf_counter() - t0) / 60:.1f}/{cfg.minutes:.0f} min"
             )
     log_fh.close()
-    buf = io.BytesIO()
-    state = {k: v.half() for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "arch": {"hidden": cfg.hidden}, "steps": step, "config": asdict(cfg)}, buf)
-    weights = out_dir / "compact_policy.pt"
-    atomic_write_bytes(weights, buf.getvalue())
-    return weights
+    return save_net(net, out_dir / "compact_policy.pt", steps=step, config=asdict(cfg))
 
 
 def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None) -> dict:
@@ -223,3 +216,37 @@ def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, 
         "per_modality": {k: {"n": len(v), "mean_iou": float(np.mean(v))} for k, v in sorted(by_mod.items())},
         "mean_steps": float(np.mean([r["steps"] for r in ok])) if ok else float("nan"),
     }
+
+
+def evaluate_absent(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None) -> dict:
+    """Absent-target questions on held-out images (`data.queries.absent_targets`: a structure
+    that cannot appear there): the share of episodes that stop with a "no" answer, and the
+    share that stop at once (no click)."""
+    from ibisagent.data.queries import absent_targets, make_query
+    from ibisagent.env.env import IbisEnv
+    from ibisagent.env.runner import run_episode
+    from ibisagent.eval.metrics import yes_no
+    from ibisagent.io.images import load_image
+    from ibisagent.policies import make_policy
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.train.tool_eval import prime_cache
+
+    tool = LiteMedSAMTool(cache_entries=8)
+    env = IbisEnv(tool, max_steps=max_steps)
+    policy = make_policy(policy_spec)
+    said_no = at_once = n = 0
+    for s in absent_targets(samples, seed=1):
+        ef = emb_files.get(s.image)
+        try:
+            image = load_image(s.image)
+        except IbisInputError:
+            continue
+        if isinstance(ef, Path):
+            prime_cache(tool, image, ef)
+        ep = run_episode(env, policy, image, make_query(s, "referring", seed=0).text)
+        n += 1
+        said_no += ep.stop_reason == "stop" and yes_no(ep.answer) == "no"
+        at_once += not ep.clicks
+        if progress:
+            progress()
+    return {"policy": policy_spec, "n": n, "stop_no_accuracy": said_no / max(n, 1), "no_click": at_once / max(n, 1)}

@@ -28,6 +28,7 @@ def run_compact_training(
         CompactTrainConfig,
         build_examples,
         embed_query_texts,
+        evaluate_absent,
         evaluate_compact,
         train_compact,
     )
@@ -64,6 +65,16 @@ def run_compact_training(
         report["results"][name] = res
         cats = ", ".join(f"{k} {v['mean_iou']:.3f} (n={v['n']})" for k, v in res["per_category"].items())
         console.print(f"{name}: mean IoU {res['mean_iou']:.3f} over {res['n']}; {cats}")
+        if spec.startswith("compact:"):
+            absent = _bar_run(
+                f"absent-target questions ({name})",
+                len(held),
+                lambda adv, spec=spec: evaluate_absent(spec, held, emb_files, eval_steps, adv),
+            )
+            res["absent"] = absent
+            console.print(
+                f"{name}: stops with 'no' on {absent['stop_no_accuracy']:.1%} of {absent['n']} absent targets"
+            )
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
     if install:
         WEIGHTS.parent.mkdir(parents=True, exist_ok=True)

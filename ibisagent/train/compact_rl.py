@@ -16,7 +16,6 @@ Everything is in the tool's 256 x 256 input frame; one cell is 4 x 4 pixels.
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import time
@@ -151,7 +150,7 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
     shipped click-trained tool. Writes out_dir/compact_policy_rl.pt and out_dir/rl_log.jsonl."""
     import torch
 
-    from ibisagent.io.images import atomic_write_bytes
+    from ibisagent.policies.compact import save_net
     from ibisagent.tools.litemedsam import build_model
 
     items = [State(feats[p[0]], p[3], p[2]) for p in positives]
@@ -201,9 +200,4 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
             log(f"RL step {step} mean reward {ema:.3f} {(time.perf_counter() - t0) / 60:.1f}/{cfg.minutes:.0f} min")
     log_fh.close()
     net.eval()
-    buf = io.BytesIO()
-    state = {k: v.half() for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "arch": {"hidden": net.blocks[0].conv.in_channels}, "rl": asdict(cfg)}, buf)
-    weights = out_dir / "compact_policy_rl.pt"
-    atomic_write_bytes(weights, buf.getvalue())
-    return weights
+    return save_net(net, out_dir / "compact_policy_rl.pt", rl=asdict(cfg))
