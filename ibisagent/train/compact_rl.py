@@ -88,7 +88,7 @@ def expert_prefix(tool_net, items, k: int, rng: random.Random):
     import torch
 
     from ibisagent.tools.litemedsam import decode
-    from ibisagent.train.tool import next_session_click
+    from ibisagent.train.tool import click_tensors, next_session_click
 
     feats = torch.stack([it.features for it in items]).float()
     points: list[list[tuple[int, int, int]]] = [[] for _ in items]
@@ -98,10 +98,8 @@ def expert_prefix(tool_net, items, k: int, rng: random.Random):
         for i, it in enumerate(items):
             click = next_session_click(preds[i], it.target, rng)
             points[i].append(click if click is not None else (0, 0, -1))
-        pts = torch.tensor([[p[:2] for p in pp] for pp in points], dtype=torch.float32)
-        labs = torch.tensor([[p[2] for p in pp] for pp in points], dtype=torch.int64)
         with torch.inference_mode():
-            prior, _ = decode(tool_net, feats, pts, labs, prior, None)
+            prior, _ = decode(tool_net, feats, *click_tensors(points), prior, None)
         preds = [prior[i, 0].numpy() > 0 for i in range(len(items))]
     return points, prior, preds
 
@@ -114,26 +112,14 @@ def group_rewards(tool_net, items, points, prior, preds, actions, step: int) -> 
     from ibisagent.eval.metrics import iou
     from ibisagent.rewards import score_terms
     from ibisagent.tools.litemedsam import decode
+    from ibisagent.train.tool import click_tensors
 
     B, G = actions.shape
     feats = torch.stack([it.features for it in items]).float().repeat_interleave(G, 0)
-    pts, labs = [], []
-    for i in range(B):
-        for g in range(G):
-            x, y, lab = cell_click(int(actions[i, g]))
-            pp = points[i] + [(x, y, lab)]
-            pts.append([p[:2] for p in pp])
-            labs.append([p[2] for p in pp])
+    sessions = [points[i] + [cell_click(int(actions[i, g]))] for i in range(B) for g in range(G)]
     mask_in = None if prior is None else prior.repeat_interleave(G, 0)
     with torch.inference_mode():
-        logits, _ = decode(
-            tool_net,
-            feats,
-            torch.tensor(pts, dtype=torch.float32),
-            torch.tensor(labs, dtype=torch.int64),
-            mask_in,
-            None,
-        )
+        logits, _ = decode(tool_net, feats, *click_tensors(sessions), mask_in, None)
     rewards = np.zeros((B, G), np.float32)
     for i, it in enumerate(items):
         prev_iou = iou(preds[i], it.target) if step > 1 else None

@@ -140,6 +140,16 @@ def next_session_click(pred: np.ndarray, gt: np.ndarray, rng: random.Random) -> 
     return None if xy is None else (xy[0], xy[1], label)
 
 
+def click_tensors(points: list[list[tuple[int, int, int]]]):
+    """Per-item clicks [(x, y, label)] (equal lengths, label -1 = padding) -> (B x N x 2 float
+    points, B x N int64 labels), as `tools.litemedsam.decode` takes them."""
+    import torch
+
+    pts = torch.tensor([[p[:2] for p in pp] for pp in points], dtype=torch.float32)
+    labs = torch.tensor([[p[2] for p in pp] for pp in points], dtype=torch.int64)
+    return pts, labs
+
+
 def corrupt_mask(gt: np.ndarray, rng: random.Random) -> np.ndarray:
     """A plausible wrong given mask: dilated, eroded or shifted reference."""
     import cv2
@@ -231,8 +241,7 @@ def session_losses(net, batch: list[TrainItem], cfg: ToolTrainConfig, rng: rando
                 click = next_session_click(preds[i], it.target, rng)
             # A session with nothing left to fix repeats a padding point (label -1: ignored).
             points[i].append(click if click is not None else (0, 0, -1))
-        pts = torch.tensor([[p[:2] for p in pp] for pp in points], dtype=torch.float32)
-        labs = torch.tensor([[p[2] for p in pp] for pp in points], dtype=torch.int64)
+        pts, labs = click_tensors(points)
         # Gradients at the first and the last click (the costly backward pass); the clicks in
         # between only move the session along, as in RITM's iterative training.
         with_grad = k in (0, n_clicks - 1)

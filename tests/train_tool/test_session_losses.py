@@ -1,0 +1,33 @@
+"""One simulated interactive session of `train tool`: finite loss, gradients on the prompt path only."""
+
+import random
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.parametrize("p_box", [0.0, 1.0])
+def test_session_loss_is_finite_and_trains_the_prompt_path(demo_samples, tool, p_box):
+    import torch
+
+    from ibisagent.tools.litemedsam import build_model
+    from ibisagent.train.tool import ToolTrainConfig, TrainItem, click_tensors, session_losses, target_in_frame
+
+    items = []
+    for s in demo_samples[:2]:
+        image, gt = s.load()
+        emb = tool.embed(image)
+        items.append(TrainItem(emb.features[0].half(), target_in_frame(gt, emb.input_size), emb.input_size, s.id))
+    net, _ = build_model("original")
+    net.image_encoder.requires_grad_(False)
+    cfg = ToolTrainConfig(max_clicks=3, p_box=p_box, p_refine=0.0)
+    loss, stats = session_losses(net, items, cfg, random.Random(0))
+    assert torch.isfinite(loss) and stats["mode"] == ("box" if p_box else "clicks")
+    loss.backward()
+    assert net.mask_decoder.output_upscaling[0].weight.grad is not None
+    assert all(p.grad is None for p in net.image_encoder.parameters())
+
+    pts, labs = click_tensors([[(1, 2, 1), (3, 4, 0)], [(5, 6, 1), (0, 0, -1)]])
+    assert pts.shape == (2, 2, 2) and pts.dtype == torch.float32
+    assert labs.tolist() == [[1, 0], [1, -1]]
+    assert np.isfinite(stats["iou_last"])
