@@ -159,16 +159,13 @@ def train_compact(
     return save_net(net, out_dir / "compact_policy.pt", steps=step, config=asdict(cfg))
 
 
-def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None) -> dict:
-    """End-to-end held-out episodes from the query alone: final IoU overall, per category
-    (organ, lesion, ...) and per modality."""
-    from collections import defaultdict
-
+def heldout_episodes(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None):
+    """Yield (sample, reference mask or None, episode or the IbisInputError of an unreadable
+    sample) for each sample: one episode from its referring query alone (seed 0), on the
+    shipped tool with the image embedding taken from the disk cache."""
     from ibisagent.data.queries import make_query
-    from ibisagent.data.structures import lookup
     from ibisagent.env.env import IbisEnv
     from ibisagent.env.runner import run_episode
-    from ibisagent.eval.metrics import iou
     from ibisagent.policies import make_policy
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train.tool_eval import prime_cache
@@ -176,18 +173,33 @@ def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, 
     tool = LiteMedSAMTool(cache_entries=8)
     env = IbisEnv(tool, max_steps=max_steps)
     policy = make_policy(policy_spec)
-    rows = []
     for s in samples:
-        ef = emb_files.get(s.image)
         try:
             image, gt = s.load()
         except IbisInputError as exc:
-            rows.append({"id": s.id, "error": str(exc)})
+            yield s, None, exc
             continue
+        ef = emb_files.get(s.image)
         if isinstance(ef, Path):
             prime_cache(tool, image, ef)
-        q = make_query(s, "referring", seed=0).text
-        ep = run_episode(env, policy, image, q, gt)
+        yield s, gt, run_episode(env, policy, image, make_query(s, "referring", seed=0).text, gt)
+        if progress:
+            progress()
+
+
+def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None) -> dict:
+    """End-to-end held-out episodes from the query alone: final IoU overall, per category
+    (organ, lesion, ...) and per modality."""
+    from collections import defaultdict
+
+    from ibisagent.data.structures import lookup
+    from ibisagent.eval.metrics import iou
+
+    rows = []
+    for s, gt, ep in heldout_episodes(policy_spec, samples, emb_files, max_steps, progress):
+        if isinstance(ep, IbisInputError):
+            rows.append({"id": s.id, "error": str(ep)})
+            continue
         info = lookup(s.structure)
         rows.append(
             {
@@ -200,8 +212,6 @@ def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, 
                 "stop": ep.stop_reason,
             }
         )
-        if progress:
-            progress()
     ok = [r for r in rows if "iou" in r]
     by_cat, by_mod = defaultdict(list), defaultdict(list)
     for r in ok:
@@ -220,33 +230,16 @@ def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, 
 
 def evaluate_absent(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None) -> dict:
     """Absent-target questions on held-out images (`data.queries.absent_targets`: a structure
-    that cannot appear there): the share of episodes that stop with a "no" answer, and the
-    share that stop at once (no click)."""
-    from ibisagent.data.queries import absent_targets, make_query
-    from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
+    that cannot appear in the image): the share of episodes that stop with a "no" answer, and
+    the share that stop at once (no click)."""
+    from ibisagent.data.queries import absent_targets
     from ibisagent.eval.metrics import yes_no
-    from ibisagent.io.images import load_image
-    from ibisagent.policies import make_policy
-    from ibisagent.tools.litemedsam import LiteMedSAMTool
-    from ibisagent.train.tool_eval import prime_cache
 
-    tool = LiteMedSAMTool(cache_entries=8)
-    env = IbisEnv(tool, max_steps=max_steps)
-    policy = make_policy(policy_spec)
     said_no = at_once = n = 0
-    for s in absent_targets(samples, seed=1):
-        ef = emb_files.get(s.image)
-        try:
-            image = load_image(s.image)
-        except IbisInputError:
+    for _, _, ep in heldout_episodes(policy_spec, absent_targets(samples, seed=1), emb_files, max_steps, progress):
+        if isinstance(ep, IbisInputError):
             continue
-        if isinstance(ef, Path):
-            prime_cache(tool, image, ef)
-        ep = run_episode(env, policy, image, make_query(s, "referring", seed=0).text)
         n += 1
         said_no += ep.stop_reason == "stop" and yes_no(ep.answer) == "no"
         at_once += not ep.clicks
-        if progress:
-            progress()
     return {"policy": policy_spec, "n": n, "stop_no_accuracy": said_no / max(n, 1), "no_click": at_once / max(n, 1)}
