@@ -6,8 +6,10 @@ from ibisagent.tools.base import Embedding, EmbeddingCache, SegmentationTool, To
 
 
 def make_tool(spec: str = "litemedsam", **kwargs) -> SegmentationTool:
-    """Build a tool from a short spec: "litemedsam", "litemedsam:original", "litemedsam:PATH.pt", or
-    "http://host:port" (an `ibisagent serve` tool server; kwargs: see tools.remote.RemoteTool)."""
+    """Build a tool from a short spec: "litemedsam", "litemedsam:original", "litemedsam:PATH.pt",
+    "sam2:CONFIG.yaml:CHECKPOINT" / "medsam2:..." (the optional sam2 package; kwargs: see
+    tools.sam2.SAM2Tool), or "http://host:port" (an `ibisagent serve` tool server; kwargs: see
+    tools.remote.RemoteTool)."""
     from ibisagent.errors import IbisInputError
 
     if spec.startswith(("http://", "https://")):
@@ -24,8 +26,18 @@ def make_tool(spec: str = "litemedsam", **kwargs) -> SegmentationTool:
             kwargs.setdefault("weights", rest)
         return LiteMedSAMTool(**kwargs)
     if name in ("sam2", "medsam2"):
-        raise IbisInputError(spec, "the SAM2/MedSAM2 backend is not available yet; use litemedsam or a tool server")
-    raise IbisInputError(spec, "unknown tool; use litemedsam[:clicks|original|PATH] or http://HOST:PORT")
+        # "sam2:CONFIG.yaml:CHECKPOINT" (split after ".yaml:", so paths may hold ':'), or "sam2" with
+        # config=, checkpoint= kwargs. "medsam2" is the same code under another name.
+        from ibisagent.tools.sam2 import SAM2Tool, parse_spec
+
+        if rest:
+            config, checkpoint = parse_spec(rest)
+            kwargs.setdefault("config", config)
+            kwargs.setdefault("checkpoint", checkpoint)
+        return SAM2Tool(alias=name, **kwargs)
+    raise IbisInputError(
+        spec, "unknown tool; use litemedsam[:clicks|original|PATH], sam2:CONFIG.yaml:CHECKPOINT or http://HOST:PORT"
+    )
 
 
 __all__ = ["Embedding", "EmbeddingCache", "SegmentationTool", "ToolResult", "make_tool"]
