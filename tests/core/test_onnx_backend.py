@@ -41,9 +41,12 @@ def test_unknown_backend_is_a_clear_error():
         LiteMedSAMTool(backend="tensorrt")
 
 
-@pytest.mark.parametrize("spec", ["sam2:cfg.yaml:ckpt.pt", "medsam2", "nope"])
-def test_unavailable_tools_are_clear_errors(spec):
+@pytest.mark.parametrize(
+    ("spec", "says"), [("sam2:cfg.yaml:ckpt.pt", "ckpt.pt"), ("medsam2", "config"), ("nope", "unknown tool")]
+)
+def test_bad_tool_specs_are_clear_errors(spec, says):
+    """A missing SAM2 checkpoint, a SAM2 spec without one, an unknown tool: one-line errors."""
     from ibisagent.tools import make_tool
 
-    with pytest.raises(IbisInputError):
+    with pytest.raises(IbisInputError, match=says):
         make_tool(spec)
