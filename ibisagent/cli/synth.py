@@ -20,7 +20,14 @@ def synth(
         str, typer.Argument(help="A dataset: pairs.csv, its folder, a tree of them (../shared/data), ...")
     ],
     out: Annotated[Path, typer.Option(help="Output folder (resumable)")] = Path("runs/synth"),
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes")] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (or Ray actors)")] = 1,
+    backend: Annotated[
+        str, typer.Option(help="process (a local process pool) or ray (needs the ray extra; one actor per worker)")
+    ] = "process",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="--backend ray: a Ray cluster's address (default $RAY_ADDRESS, else a local Ray)"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every choice (queries, kinds, wording)")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="Torch threads per worker")] = 1,
     limit: LimitOpt = None,
@@ -60,13 +67,14 @@ def synth(
     OUT/export/chat (datasets), OUT/sharegpt.json (+ dataset_info.json, LLaMA-Factory),
     OUT/export/rl.parquet. Interrupted runs resume from their finished shards.
 
-    Example: ibisagent synth ../shared/data --out runs/synth --workers 2
+    Example: ibisagent synth ../shared/data --out runs/synth --workers 2 [--backend ray]
     """
     run_guarded(_synth, **locals())
 
 
-def _synth(dataset, out, workers, seed, threads, limit, mix, iou_threshold, max_clicks, min_final_iou, max_pixels,
-           shard_size, embedding_cache, teacher_url, teacher_model, history, export, fresh, tool, strategy):  # fmt: skip
+def _synth(dataset, out, workers, backend, ray_address, seed, threads, limit, mix, iou_threshold, max_clicks,
+           min_final_iou, max_pixels, shard_size, embedding_cache, teacher_url, teacher_model, history, export, fresh,
+           tool, strategy):  # fmt: skip
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -87,6 +95,8 @@ def _synth(dataset, out, workers, seed, threads, limit, mix, iou_threshold, max_
         data=str(dataset),
         seed=seed,
         workers=workers,
+        backend=backend,
+        ray_address=ray_address,
         threads=threads,
         shard_size=shard_size,
         limit=limit,

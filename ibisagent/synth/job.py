@@ -4,13 +4,19 @@ The plan (`plan.plan_items`) is cut into shards of `shard_size` items. A shard i
 whole and atomically to `shards/NNNNN.jsonl` when all its items are done, so a killed run
 leaves complete shards or none; a rerun with the same folder and settings does the missing
 shards only. Each worker process builds one tool and reuses it (embeddings cached per image;
-items are grouped by image). Results do not depend on the worker count.
+items are grouped by image). Results do not depend on the worker count or the backend.
+
+Backends: `process` (a local process pool, the default) or `ray` (one Ray actor per worker,
+each loading the tool once and making whole shards, on a local Ray started with
+`num_cpus=workers` or on the cluster at `ray_address` / `$RAY_ADDRESS`; a cluster's nodes must
+see the dataset and the output folder at the same paths).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +36,9 @@ RESUME_KEYS = ("data", "seed", "mix", "tool", "tool_kwargs", "synth", "max_pixel
 class JobConfig:
     """`data`: anything `data.sources.open_dataset` reads; `threads`: torch threads per
     worker; `embedding_cache`: a folder of encoder outputs (`train.embedding_cache`) to reuse;
-    `teacher`: {"base_url", "model", "cache_dir"} or None (template reasoning only)."""
+    `teacher`: {"base_url", "model", "cache_dir"} or None (template reasoning only);
+    `backend`: "process" or "ray"; `ray_address`: a Ray cluster (else $RAY_ADDRESS, else a
+    local Ray with `workers` CPUs). Neither changes the output, so a run may resume on the other."""
 
     data: str
     seed: int = 0
@@ -45,6 +53,11 @@ class JobConfig:
     max_pixels: int = 512 * 512
     embedding_cache: str | None = None
     teacher: dict | None = None
+    backend: str = "process"
+    ray_address: str | None = None
+
+
+BACKENDS = ("process", "ray")
 
 
 def load_plan(cfg: dict) -> tuple[list, list[Item]]:
@@ -173,6 +186,10 @@ def run_synth(cfg: JobConfig, out: str | Path, fresh: bool = False, progress: Pr
     `progress(done_shards, total_shards, last_shard_result)` after each shard."""
     out = Path(out)
     d = asdict(cfg)
+    if cfg.backend not in BACKENDS:
+        raise IbisInputError("--backend", f"unknown backend {cfg.backend!r}; choose from {', '.join(BACKENDS)}")
+    if cfg.backend == "ray":
+        _import_ray()  # before any work: a missing Ray is one clear line
     samples, items = load_plan(d)
     shards = shards_of(items, cfg.shard_size)
     meta_path = out / "synth.json"
@@ -194,7 +211,7 @@ def run_synth(cfg: JobConfig, out: str | Path, fresh: bool = False, progress: Pr
     done = len(shards) - len(todo)
     if progress:
         progress(done, len(shards), {})
-    if todo and cfg.workers <= 1:
+    if todo and cfg.workers <= 1 and cfg.backend == "process":
         _init(d, str(out))
         for i in todo:
             res = _run_shard(i)
@@ -208,7 +225,7 @@ def run_synth(cfg: JobConfig, out: str | Path, fresh: bool = False, progress: Pr
             if progress:
                 progress(start + res["_n"], len(shards), res)
 
-        _pool(d, out, todo, record)
+        (_ray_pool if cfg.backend == "ray" else _pool)(d, out, todo, record)
     return finish(out, len(shards))
 
 
@@ -234,6 +251,61 @@ def _pool(d: dict, out: Path, todo: list[int], record) -> None:
             for fut in pending:
                 fut.cancel()
             raise
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise IbisInputError("--backend ray", "Ray is not installed (pip install 'ibisagent[ray]')") from None
+    return ray
+
+
+class _ShardWorker:
+    """A Ray actor: one worker's state (`_init`: tool, plan, store) built once; makes whole shards."""
+
+    def __init__(self, d: dict, out: str) -> None:
+        _init(d, out)
+
+    def run(self, i: int) -> dict:
+        return _run_shard(i)
+
+
+def _ray_pool(d: dict, out: Path, todo: list[int], record) -> None:
+    """`_pool` on Ray: min(workers, shards) actors, each given its next shard when it finishes one
+    (the same shard files, written atomically by the actor, as with processes)."""
+    ray = _import_ray()
+    address = d.get("ray_address") or os.environ.get("RAY_ADDRESS")
+    started = not ray.is_initialized()
+    if started:
+        quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if address:
+            ray.init(address=address, **quiet)
+        else:  # a private local Ray (not one that $RAY_ADDRESS might name)
+            ray.init(address="local", num_cpus=d["workers"], **quiet)
+    Worker = ray.remote(num_cpus=1, max_restarts=0)(_ShardWorker)
+    actors = [Worker.remote(d, str(out)) for _ in range(min(d["workers"], len(todo)))]
+    queue, running, n = list(todo), {}, 0
+    try:
+        for a in actors:
+            if queue:
+                running[a.run.remote(queue.pop(0))] = a
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            a = running.pop(ready[0])
+            try:
+                res = ray.get(ready[0])
+            except ray.exceptions.RayActorError:
+                raise RuntimeError("a Ray worker died (out of memory?); rerun the same command to resume") from None
+            n += 1
+            record({**res, "_n": n})
+            if queue:
+                running[a.run.remote(queue.pop(0))] = a
+    finally:
+        for a in actors:
+            ray.kill(a)
+        if started:
+            ray.shutdown()
 
 
 def finish(out: Path, n_shards: int) -> dict:
