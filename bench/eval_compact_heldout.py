@@ -2,11 +2,12 @@
 `ibisagent train compact`, re-runnable for any weights file).
 
     python bench/eval_compact_heldout.py ../shared/data --weights ibisagent/policies/weights/compact_policy.pt \
-        [--absent-only] [--max-steps 8]
+        [--absent-only | --present-only] [--max-steps 20] [--patience K]
 
 Same split by image as `train compact` (15% held out); embeddings from its disk cache. Prints mean
-IoU per category on present targets, and the share of absent-target questions (a structure that
-cannot appear in the image) answered by stopping with "no".
+IoU per category on present targets, the share of absent-target questions (a structure that
+cannot appear in the image) answered by stopping with "no", and the share of out-of-domain
+queries (everyday objects, nonsense) answered without a click.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", nargs="+", type=Path)
     ap.add_argument("--weights", nargs="+", default=["ibisagent/policies/weights/compact_policy.pt"])
-    ap.add_argument("--max-steps", type=int, default=8)
+    ap.add_argument("--max-steps", type=int, default=20)
     ap.add_argument("--heldout", type=int, default=15)
     ap.add_argument("--absent-only", action="store_true")
+    ap.add_argument("--present-only", action="store_true")
+    ap.add_argument("--patience", type=int, default=None, help="the policy's patience (default: its own)")
     from ibisagent.train import DEFAULT_CACHE_DIR
 
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
@@ -30,7 +33,7 @@ def main() -> None:
 
     from ibisagent.cli.train import collect_pairs
     from ibisagent.data.splits import split_by_image
-    from ibisagent.train.compact import evaluate_absent, evaluate_compact
+    from ibisagent.train.compact import evaluate_absent, evaluate_compact, evaluate_unknown_queries
     from ibisagent.train.embedding_cache import cache_path
 
     _, held = split_by_image(collect_pairs(args.data), args.heldout)
@@ -40,9 +43,15 @@ def main() -> None:
         spec = f"compact:{w}"
         out = {"weights": w}
         if not args.absent_only:
-            res = evaluate_compact(spec, held, emb_files, args.max_steps)
-            out |= {k: res[k] for k in ("n", "mean_iou", "mean_steps", "per_category")}
-        out["absent"] = evaluate_absent(spec, held, emb_files, args.max_steps)
+            kwargs = {} if args.patience is None else {"patience": args.patience}
+            res = evaluate_compact(spec, held, emb_files, args.max_steps, policy_kwargs=kwargs)
+            out |= {
+                k: res[k]
+                for k in ("n", "mean_iou", "mean_steps", "no_click", "per_category", "per_modality", "per_target")
+            }
+        if not args.present_only:
+            out["absent"] = evaluate_absent(spec, held, emb_files, args.max_steps)
+            out["unknown_queries"] = evaluate_unknown_queries(spec, held, emb_files)
         print(json.dumps(out), flush=True)
 
 

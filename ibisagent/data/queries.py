@@ -217,6 +217,38 @@ def absent_targets(samples: list[Sample], seed: int = 0, per_image: int = 1) -> 
     return out
 
 
+# Things no medical image here shows, for queries the policy must answer "not found" (training
+# negatives; `evaluate_unknown_queries` measures on a disjoint list).
+EVERYDAY_OBJECTS = (
+    "car", "banana", "cat", "dog", "bicycle", "house", "guitar", "pizza", "airplane", "chair",
+    "laptop", "sofa", "clock", "shoe", "boat", "horse", "traffic light", "bird", "sandwich", "television",
+    "mountain", "cloud", "bottle", "book", "teddy bear", "football", "window", "bridge", "elephant", "spoon",
+)  # fmt: skip
+OOD_TEMPLATES = (
+    "Segment the {}.",
+    "Where is the {} in this image?",
+    "Find the {}.",
+    "Outline the {}.",
+    "Is there a {}?",
+)
+
+
+def out_of_domain_queries(rng: random.Random, n: int, objects: tuple[str, ...] = EVERYDAY_OBJECTS) -> list[str]:
+    """n queries that name nothing a medical image shows: everyday objects in query templates, and
+    random letter strings (nonsense typed into the box)."""
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.3:
+            words = [
+                "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8)))
+                for _ in range(rng.randint(1, 3))
+            ]
+            out.append(" ".join(words))
+        else:
+            out.append(rng.choice(OOD_TEMPLATES).format(rng.choice(objects)))
+    return out
+
+
 def build_queries(samples: Iterable[Sample], kinds: Iterable[str] = KINDS, seed: int = 0) -> list[tuple[Sample, Query]]:
     """Every applicable (sample, query) for `kinds`; refinement is skipped for negatives."""
     kinds = list(kinds)

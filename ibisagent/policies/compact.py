@@ -29,6 +29,13 @@ WEIGHTS = Path(__file__).parent / "weights" / "compact_policy.pt"
 GRID = 64  # belief-map side; one cell is 4 x 4 pixels of the 256 x 256 tool frame
 
 
+def pool_features(feats):
+    """B x 256 x 64 x 64 image embedding -> B x 512 (mean and max over space)."""
+    import torch
+
+    return torch.cat([feats.mean((2, 3)), feats.amax((2, 3))], 1)
+
+
 def build_net(hidden: int = 64, text_dim: int = 384):
     """The belief network. forward(features B x 256 x 64 x 64, text B x 384) ->
     (belief logits B x 1 x 64 x 64, presence logit B)."""
@@ -47,16 +54,39 @@ def build_net(hidden: int = 64, text_dim: int = 384):
             y = self.norm(self.conv(h)) * (1 + gamma[..., None, None]) + beta[..., None, None]
             return h + torch.relu(y)
 
+    class PresenceHead(nn.Module):
+        """Is the queried target in the image at all? Absence here means the query names a body
+        region the image does not show, which the raw embedding pooled over space (its modality
+        and anatomy, `pool_features`) tells best; so this head reads that, not the belief trunk.
+        mu/sd: the training set's feature statistics, set by `train.compact.fit_presence`."""
+
+        def __init__(self, width: int = 128):
+            super().__init__()
+            self.register_buffer("mu", torch.zeros(512))
+            self.register_buffer("sd", torch.ones(512))
+            self.image = nn.Sequential(nn.Linear(512, width), nn.ReLU(), nn.Dropout(0.2), nn.Linear(width, width))
+            self.text = nn.Sequential(nn.Linear(text_dim, width), nn.ReLU(), nn.Linear(width, width))
+            self.out = nn.Sequential(nn.Linear(3 * width, width), nn.ReLU(), nn.Linear(width, 1))
+
+        def forward(self, pooled, text):
+            """pooled B x 512, text B x 384 -> presence logit B."""
+            a, b = self.image((pooled - self.mu) / self.sd), self.text(text)
+            return self.out(torch.cat([a, b, a * b], 1))[:, 0]
+
     class CompactNet(nn.Module):
         def __init__(self):
             super().__init__()
             self.proj = nn.Conv2d(256 + 2, hidden, 1)  # + (x, y) coordinates: "left", "upper", ...
             self.blocks = nn.ModuleList([FiLMBlock() for _ in range(4)])
             self.head = nn.Conv2d(hidden, 1, 1)
-            self.presence = nn.Sequential(nn.Linear(2 * hidden + text_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            self.presence = PresenceHead()
+            # Unit-norm MiniLM embeddings of the training queries (K x 384) and their texts: a query
+            # far from all of them names something the policy never learned (CompactPolicy.novelty).
+            self.known_texts: list[str] = []
+            self.known_emb = torch.zeros(0, text_dim)
 
         def trunk(self, feats, text):
-            """-> (hidden map B x hidden x 64 x 64, pooled B x (2 hidden + text_dim))"""
+            """-> hidden map B x hidden x 64 x 64"""
             B = feats.shape[0]
             lin = torch.linspace(-1, 1, feats.shape[-1], device=feats.device)
             yy, xx = torch.meshgrid(lin, lin, indexing="ij")
@@ -64,11 +94,10 @@ def build_net(hidden: int = 64, text_dim: int = 384):
             h = torch.relu(self.proj(torch.cat([feats, coords], 1)))
             for blk in self.blocks:
                 h = blk(h, text)
-            return h, torch.cat([h.amax((2, 3)), h.mean((2, 3)), text], 1)
+            return h
 
         def forward(self, feats, text):
-            h, pooled = self.trunk(feats, text)
-            return self.head(h), self.presence(pooled)[:, 0]
+            return self.head(self.trunk(feats, text)), self.presence(pool_features(feats), text)
 
     return CompactNet()
 
@@ -80,8 +109,13 @@ def load_net(path: str | Path | None = None):
     if not path.exists():
         raise IbisInputError(path, "compact policy weights not found (train them with: ibisagent train compact)")
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    net = build_net(**blob.get("arch", {}))
+    arch = blob.get("arch", {})
+    if arch.get("presence") != 2:
+        raise IbisInputError(path, "compact weights of an older layout; retrain with: ibisagent train compact")
+    net = build_net(hidden=arch["hidden"])
     net.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+    known = blob.get("known_queries") or {}
+    net.known_texts, net.known_emb = list(known.get("texts", [])), known.get("emb", net.known_emb).float()
     return net.eval()
 
 
@@ -95,7 +129,9 @@ def save_net(net, path: Path, **meta) -> Path:
 
     buf = io.BytesIO()
     state = {k: v.half() for k, v in net.state_dict().items()}
-    torch.save({"state_dict": state, "arch": {"hidden": net.blocks[0].conv.in_channels}, **meta}, buf)
+    known = {"texts": list(net.known_texts), "emb": net.known_emb.half()}
+    arch = {"hidden": net.blocks[0].conv.in_channels, "presence": 2}
+    torch.save({"state_dict": state, "arch": arch, "known_queries": known, **meta}, buf)
     atomic_write_bytes(path, buf.getvalue())
     return path
 
@@ -122,16 +158,32 @@ def where(mask: np.ndarray) -> str:
 
 class CompactPolicy(Policy):
     """See the module docstring. `stop_iou`: stop once the mask and the belief agree this well;
-    `presence_threshold`: below it the target is judged absent and the policy stops at once."""
+    `patience`: stop once that agreement has not improved on its best for this many clicks (the
+    belief is a coarse map: past that point clicks chase its blur; 0 = no such rule);
+    `presence_threshold`: below it the target is judged absent and the policy stops at once;
+    `novelty_threshold`: a query whose MiniLM cosine similarity to every training query is below
+    it names something the policy never learned: it stops at once and says "not found" (medical
+    paraphrases of known targets score about 0.7 and above, everyday objects and nonsense 0.2 to
+    0.55; see README "The compact policy")."""
 
     name = "compact"
 
-    def __init__(self, weights: str | Path | None = None, stop_iou: float = 0.85, presence_threshold: float = 0.5):
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        stop_iou: float = 0.85,
+        patience: int = 1,
+        presence_threshold: float = 0.5,
+        novelty_threshold: float = 0.6,
+    ):
         self.net = load_net(weights)
         self.stop_iou = stop_iou
+        self.patience = patience
         self.presence_threshold = presence_threshold
+        self.novelty_threshold = novelty_threshold
         self.tool = None
         self._belief_key = None
+        self._best, self._stale = -1.0, 0
 
     def attach(self, tool) -> None:
         if not hasattr(tool, "embed") or tool.__class__.__name__ != "LiteMedSAMTool":
@@ -140,6 +192,7 @@ class CompactPolicy(Policy):
 
     def begin(self, query: str, gt_mask=None) -> None:
         self._belief_key = None
+        self._best, self._stale = -1.0, 0
 
     def belief(self, image: np.ndarray, query: str) -> tuple[np.ndarray, float]:
         """(H x W bool belief of the target, presence probability), cached per (image, query)."""
@@ -159,7 +212,27 @@ class CompactPolicy(Policy):
             self._belief_key = key
         return self._belief
 
+    def novelty(self, query: str) -> tuple[float, str]:
+        """(highest cosine similarity of the query to a training query, that query); (1.0, "")
+        when the weights carry no training queries."""
+        from ibisagent.policies.text_encoder import embed_texts
+
+        if not len(self.net.known_texts):
+            return 1.0, ""
+        sims = self.net.known_emb @ embed_texts([query])[0].float()
+        best = int(sims.argmax())
+        return float(sims[best]), self.net.known_texts[best]
+
     def act(self, obs: Observation, episode: Episode) -> str:
+        similarity, closest = self.novelty(obs.query)
+        if similarity < self.novelty_threshold:
+            return format_response(
+                f"The query does not name anything I was trained to find: its closest known query is "
+                f'"{closest}" (similarity {similarity:.2f}, below {self.novelty_threshold:.2f}). I place no click '
+                "rather than show a guess as an answer.",
+                "stop",
+                answer="Not found: the query names nothing this policy knows, so no mask is given (low confidence).",
+            )
         target, p_present = self.belief(obs.original, obs.query)
         H, W = target.shape
         if p_present < self.presence_threshold:
@@ -178,10 +251,19 @@ class CompactPolicy(Policy):
         area = 100 * target.mean()
         seen = f"The target I see covers about {area:.1f}% of the image, in the {where(target)} part."
         agree = iou(obs.mask, target)
+        if obs.mask.any():
+            self._best, self._stale = (agree, 0) if agree > self._best + 0.005 else (self._best, self._stale + 1)
         click = next_click(obs.mask, target)
         if click is None or (obs.mask.any() and agree >= self.stop_iou):
             return format_response(
                 f"{seen} The mask now matches it (overlap {agree:.2f}), so I stop.",
+                "stop",
+                answer="Yes, the target is segmented.",
+            )
+        if self.patience and self._stale >= self.patience:
+            return format_response(
+                f"{seen} The mask (overlap {agree:.2f}) has not come closer to it over my last {self._stale} clicks "
+                f"(best {self._best:.2f}), so more clicks would not help; I stop.",
                 "stop",
                 answer="Yes, the target is segmented.",
             )

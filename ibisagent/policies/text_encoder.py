@@ -31,6 +31,7 @@ def _load():
     from transformers.utils import logging
 
     logging.set_verbosity_error()
+    logging.disable_progress_bar()  # "Loading weights" bars would clutter every CLI run
     d = model_dir()
     return AutoTokenizer.from_pretrained(d), AutoModel.from_pretrained(d).eval()
 

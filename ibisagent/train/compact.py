@@ -4,9 +4,13 @@ The click simulator's actions are a function of the reference mask and the curre
 cloning its behaviour reduces to learning, from the query and the image embedding, where the
 reference mask is: the belief map the policy clicks against (see policies/compact.py). Targets
 are the reference masks in the tool's frame, average-pooled to 64 x 64 (soft labels); absent
-targets (`data.queries.absent_targets`) teach the presence head to stop with "no". Queries are
-drawn from the seeded referring and reasoning templates of `data/queries.py` so the policy
-follows phrasing, not just names. Image embeddings come from the tool-training disk cache.
+targets (`data.queries.absent_targets`) get an empty belief. Queries are drawn from the seeded
+referring and reasoning templates of `data/queries.py` so the policy follows phrasing, not just
+names. Image embeddings come from the tool-training disk cache.
+
+`fit_presence` then fits the presence head alone, class-balanced, on every (image, query) pair:
+present targets against absent targets and out-of-domain queries; it also stores the training
+queries' embeddings, which the policy uses to say "not found" for queries it never learned.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ class CompactTrainConfig:
     hidden: int = 64
     seed: int = 0
     heldout_percent: int = 15
+    absent_per_image: int = 6  # absent-target negatives per training image
+    ood_per_image: int = 2  # out-of-domain queries per training image (presence head)
+    presence_epochs: int = 30
 
 
 def pooled_target(target256: np.ndarray) -> np.ndarray:
@@ -51,7 +58,7 @@ def query_texts(sample, n: int) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
-def build_examples(samples, emb_files, n_variants: int, seed: int, progress=None):
+def build_examples(samples, emb_files, n_variants: int, seed: int, progress=None, absent_per_image: int = 6):
     """(positives, negatives, features by file, skipped): positives are (feature key, 64 x 64
     target, texts, 256 x 256 bool target); negatives (feature key, texts) for absent targets."""
     from ibisagent.data.queries import absent_targets
@@ -82,18 +89,18 @@ def build_examples(samples, emb_files, n_variants: int, seed: int, progress=None
         if progress:
             progress()
     negatives = []
-    for s in absent_targets(samples, seed=seed, per_image=2):
+    for s in absent_targets(samples, seed=seed, per_image=absent_per_image):
         ef = emb_files.get(s.image)
         if isinstance(ef, Path) and ef in feats:
             negatives.append((ef, query_texts(s, 1)))
     return positives, negatives, {k: v["features"] for k, v in feats.items()}, skipped
 
 
-def embed_query_texts(positives, negatives, log=print) -> dict:
+def embed_query_texts(positives, negatives, log=print, extra_texts=()) -> dict:
     """Every query text of the examples -> its 384-d MiniLM embedding (torch)."""
     from ibisagent.policies.text_encoder import embed_texts
 
-    all_texts = sorted({t for p in positives for t in p[2]} | {t for _, ts in negatives for t in ts})
+    all_texts = sorted({t for p in positives for t in p[2]} | {t for _, ts in negatives for t in ts} | set(extra_texts))
     log(f"embedding {len(all_texts)} query texts with MiniLM")
     return dict(zip(all_texts, embed_texts(all_texts)))
 
@@ -109,7 +116,15 @@ def train_compact(
     if not positives:
         raise IbisInputError(out_dir, "no usable training targets")
     out_dir.mkdir(parents=True, exist_ok=True)
-    text_emb = text_emb if text_emb is not None else embed_query_texts(positives, negatives, log)
+    ood = ood_queries_per_image(positives, cfg.ood_per_image, cfg.seed)
+    ood_texts = sorted({t for texts in ood.values() for t in texts})
+    if text_emb is None:
+        text_emb = embed_query_texts(positives, negatives, log, extra_texts=ood_texts)
+    missing = [t for t in ood_texts if t not in text_emb]
+    if missing:
+        from ibisagent.policies.text_encoder import embed_texts
+
+        text_emb.update(zip(missing, embed_texts(missing)))
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     net = build_net(hidden=cfg.hidden)
@@ -131,15 +146,12 @@ def train_compact(
         tgt = torch.from_numpy(np.stack([p[1] for p in pos] + [np.zeros((64, 64), np.float32)] * n_neg))[:, None]
         txt = torch.stack([text_emb[rng.choice(p[2])] for p in pos] + [text_emb[rng.choice(n[1])] for n in neg])
         present = torch.tensor([1.0] * len(pos) + [0.0] * n_neg)
-        logits, pres = net(f, txt)
+        logits = net.head(net.trunk(f, txt))
         bce = F.binary_cross_entropy_with_logits(logits, tgt, reduction="none").mean((1, 2, 3))
         p = torch.sigmoid(logits)
         dice = 1 - (2 * (p * tgt).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + tgt.sum((1, 2, 3)) + 1)
-        loss = (
-            (bce * 10).mean()
-            + (dice * present).sum() / present.sum().clamp(min=1)
-            + F.binary_cross_entropy_with_logits(pres, present)
-        )
+        # The presence head is fitted on its own afterwards (fit_presence), class-balanced.
+        loss = (bce * 10).mean() + (dice * present).sum() / present.sum().clamp(min=1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -156,10 +168,71 @@ def train_compact(
                 f"step {step} loss {ema:.3f} dice-loss {dice[: len(pos)].mean().item():.3f} {(time.perf_counter() - t0) / 60:.1f}/{cfg.minutes:.0f} min"
             )
     log_fh.close()
-    return save_net(net, out_dir / "compact_policy.pt", steps=step, config=asdict(cfg))
+    presence = fit_presence(net, positives, negatives, ood, feats, text_emb, cfg, log)
+    log(
+        f"presence head: keeps {presence['train_present_kept']:.1%} of present targets, says no to "
+        f"{presence['train_absent_said_no']:.1%} of absent and out-of-domain queries (training pairs)"
+    )
+    return save_net(net, out_dir / "compact_policy.pt", steps=step, config=asdict(cfg), presence=presence)
 
 
-def heldout_episodes(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None):
+def ood_queries_per_image(positives, per_image: int, seed: int) -> dict:
+    """Feature key -> `per_image` out-of-domain queries (`data.queries.out_of_domain_queries`)."""
+    from ibisagent.data.queries import out_of_domain_queries
+
+    rng = random.Random(f"{seed}:ood")
+    keys = sorted({p[0] for p in positives}, key=str)
+    return {k: out_of_domain_queries(rng, per_image) for k in keys}
+
+
+def fit_presence(net, positives, negatives, ood: dict, feats, text_emb: dict, cfg: CompactTrainConfig, log=print):
+    """Fit `net.presence` alone (the belief trunk is untouched), class-balanced BCE over every
+    (image, query) pair: positives' queries = 1; absent targets' queries and out-of-domain
+    queries (`ood`: feature key -> texts) = 0. Also stores the training queries' embeddings in
+    `net.known_texts` / `net.known_emb`. Returns the training accuracy on both classes."""
+    import torch
+    import torch.nn.functional as F
+
+    from ibisagent.policies.compact import pool_features
+
+    pooled = {k: pool_features(v.float()[None])[0] for k, v in feats.items()}
+    rows = [(p[0], t, 1.0) for p in positives for t in p[2]]
+    rows += [(k, t, 0.0) for k, texts in negatives for t in texts]
+    rows += [(k, t, 0.0) for k, texts in ood.items() for t in texts]
+    X = torch.stack([pooled[r[0]] for r in rows])
+    T = torch.stack([text_emb[r[1]] for r in rows]).float()
+    Y = torch.tensor([r[2] for r in rows])
+    head = net.presence
+    head.mu.copy_(X.mean(0))
+    head.sd.copy_(X.std(0) + 1e-3)
+    weight = torch.where(Y > 0, 0.5 / (Y > 0).float().mean(), 0.5 / (Y == 0).float().mean())
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-3)
+    head.train()
+    for epoch in range(cfg.presence_epochs):
+        perm = torch.randperm(len(Y), generator=gen)
+        for i in range(0, len(Y), 256):
+            j = perm[i : i + 256]
+            loss = (F.binary_cross_entropy_with_logits(head(X[j], T[j]), Y[j], reduction="none") * weight[j]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if (epoch + 1) % 10 == 0:
+            log(f"presence epoch {epoch + 1}/{cfg.presence_epochs} loss {loss.item():.4f}")
+    head.eval()
+    with torch.no_grad():
+        said = head(X, T) > 0
+    known = sorted({t for p in positives for t in p[2]})
+    net.known_texts, net.known_emb = known, torch.stack([text_emb[t] for t in known]).float()
+    return {
+        "pairs": len(rows),
+        "train_present_kept": float(said[Y > 0].float().mean()),
+        "train_absent_said_no": float((~said[Y == 0]).float().mean()),
+        "known_queries": len(known),
+    }
+
+
+def heldout_episodes(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None, policy_kwargs=None):
     """Yield (sample, reference mask or None, episode or the IbisInputError of an unreadable
     sample) for each sample: one episode from its referring query alone (seed 0), on the
     shipped tool with the image embedding taken from the disk cache."""
@@ -172,7 +245,7 @@ def heldout_episodes(policy_spec: str, samples, emb_files, max_steps: int = 10, 
 
     tool = LiteMedSAMTool(cache_entries=8)
     env = IbisEnv(tool, max_steps=max_steps)
-    policy = make_policy(policy_spec)
+    policy = make_policy(policy_spec, **(policy_kwargs or {}))
     for s in samples:
         try:
             image, gt = s.load()
@@ -187,7 +260,9 @@ def heldout_episodes(policy_spec: str, samples, emb_files, max_steps: int = 10, 
             progress()
 
 
-def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None) -> dict:
+def evaluate_compact(
+    policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None, policy_kwargs=None
+) -> dict:
     """End-to-end held-out episodes from the query alone: final IoU overall, per category
     (organ, lesion, ...) and per modality."""
     from collections import defaultdict
@@ -196,7 +271,7 @@ def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, 
     from ibisagent.eval.metrics import iou
 
     rows = []
-    for s, gt, ep in heldout_episodes(policy_spec, samples, emb_files, max_steps, progress):
+    for s, gt, ep in heldout_episodes(policy_spec, samples, emb_files, max_steps, progress, policy_kwargs):
         if isinstance(ep, IbisInputError):
             rows.append({"id": s.id, "error": str(ep)})
             continue
@@ -209,14 +284,16 @@ def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, 
                 "category": info.category if info else "other",
                 "iou": iou(ep.final_mask, gt),
                 "steps": len(ep.steps),
+                "clicks": len(ep.clicks),
                 "stop": ep.stop_reason,
             }
         )
     ok = [r for r in rows if "iou" in r]
-    by_cat, by_mod = defaultdict(list), defaultdict(list)
+    by_cat, by_mod, by_target = defaultdict(list), defaultdict(list), defaultdict(list)
     for r in ok:
         by_cat[r["category"]].append(r["iou"])
         by_mod[r["modality"]].append(r["iou"])
+        by_target[r["structure"]].append(r["iou"])
     return {
         "policy": policy_spec,
         "n": len(ok),
@@ -224,7 +301,9 @@ def evaluate_compact(policy_spec: str, samples, emb_files, max_steps: int = 10, 
         "mean_iou": float(np.mean([r["iou"] for r in ok])) if ok else float("nan"),
         "per_category": {k: {"n": len(v), "mean_iou": float(np.mean(v))} for k, v in sorted(by_cat.items())},
         "per_modality": {k: {"n": len(v), "mean_iou": float(np.mean(v))} for k, v in sorted(by_mod.items())},
+        "per_target": {k: {"n": len(v), "mean_iou": float(np.mean(v))} for k, v in sorted(by_target.items())},
         "mean_steps": float(np.mean([r["steps"] for r in ok])) if ok else float("nan"),
+        "no_click": float(np.mean([r["clicks"] == 0 for r in ok])) if ok else float("nan"),
     }
 
 
@@ -243,3 +322,38 @@ def evaluate_absent(policy_spec: str, samples, emb_files, max_steps: int = 10, p
         said_no += ep.stop_reason == "stop" and yes_no(ep.answer) == "no"
         at_once += not ep.clicks
     return {"policy": policy_spec, "n": n, "stop_no_accuracy": said_no / max(n, 1), "no_click": at_once / max(n, 1)}
+
+
+# Disjoint from data.queries.EVERYDAY_OBJECTS (the training negatives): generalisation, not recall.
+HELDOUT_OBJECTS = ("giraffe", "toaster", "sports car", "umbrella", "tennis ball", "keyboard", "coffee cup", "moon")
+
+
+def evaluate_unknown_queries(policy_spec: str, samples, emb_files, per_image: int = 1, max_steps: int = 10) -> dict:
+    """Out-of-domain queries on held-out images (objects not among the training negatives, and
+    nonsense strings): the share of episodes that stop without a click, i.e. answer "not
+    found" or "no" instead of showing a mask."""
+    from ibisagent.data.queries import out_of_domain_queries
+    from ibisagent.env.env import IbisEnv
+    from ibisagent.env.runner import run_episode
+    from ibisagent.policies import make_policy
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.train.tool_eval import prime_cache
+
+    tool = LiteMedSAMTool(cache_entries=4)
+    env = IbisEnv(tool, max_steps=max_steps)
+    policy = make_policy(policy_spec)
+    rng = random.Random("heldout-ood")
+    images = {s.image: s for s in samples}
+    n = no_click = 0
+    for s in images.values():
+        try:
+            image, _ = s.load()
+        except IbisInputError:
+            continue
+        if isinstance(emb_files.get(s.image), Path):
+            prime_cache(tool, image, emb_files[s.image])
+        for text in out_of_domain_queries(rng, per_image, HELDOUT_OBJECTS):
+            ep = run_episode(env, policy, image, text)
+            n += 1
+            no_click += not ep.clicks
+    return {"policy": policy_spec, "n": n, "no_click": no_click / max(n, 1)}

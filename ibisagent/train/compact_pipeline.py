@@ -30,6 +30,7 @@ def run_compact_training(
         embed_query_texts,
         evaluate_absent,
         evaluate_compact,
+        evaluate_unknown_queries,
         train_compact,
     )
     from ibisagent.train.compact_rl import CompactRLConfig, train_compact_rl
@@ -37,7 +38,9 @@ def run_compact_training(
     _, train, held, emb_files = split_and_embed(data, heldout, cache_dir)
     cfg = CompactTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout)
     pos, neg, feats, skipped = _bar_run(
-        "loading targets", len(train), lambda adv: build_examples(train, emb_files, cfg.query_variants, seed, adv)
+        "loading targets",
+        len(train),
+        lambda adv: build_examples(train, emb_files, cfg.query_variants, seed, adv, cfg.absent_per_image),
     )
     console.print(f"{len(pos)} targets, {len(neg)} absent-target negatives, {skipped} skipped")
     text_emb = embed_query_texts(pos, neg, log=console.print)
@@ -72,8 +75,11 @@ def run_compact_training(
                 lambda adv, spec=spec: evaluate_absent(spec, held, emb_files, eval_steps, adv),
             )
             res["absent"] = absent
+            unknown = evaluate_unknown_queries(spec, held, emb_files)
+            res["unknown_queries"] = unknown
             console.print(
-                f"{name}: stops with 'no' on {absent['stop_no_accuracy']:.1%} of {absent['n']} absent targets"
+                f"{name}: stops with 'no' on {absent['stop_no_accuracy']:.1%} of {absent['n']} absent targets; "
+                f"stops without a click on {unknown['no_click']:.1%} of {unknown['n']} out-of-domain queries"
             )
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
     if install:

@@ -133,9 +133,66 @@ def test_rl_stage_raises_the_expected_reward(trained, demo_samples, tmp_path):
         return float((probs * sign).sum(1).mean())
 
     before = expected_click_reward(load_net(weights))
-    cfg = CompactRLConfig(minutes=5, max_steps=15, states_per_step=4, lr=1e-3, max_prefix=0)
+    cfg = CompactRLConfig(minutes=5, max_steps=15, states_per_step=4, lr=1e-4, max_prefix=0)
     rl_weights = train_compact_rl(load_net(weights), pos, feats, text_emb, tmp_path, cfg)
     after = expected_click_reward(load_net(rl_weights))
     assert after > before + 0.02, (before, after)
     assert (tmp_path / "rl_log.jsonl").read_text().strip()
     assert make_policy(f"compact:{rl_weights}").net is not None
+
+
+def test_presence_head_is_fitted_balanced_and_known_queries_are_stored(trained):
+    """The SFT weights carry a presence head fitted on present vs absent/out-of-domain pairs
+    (it separates its training pairs), and the training queries for the novelty check."""
+    import torch
+
+    from ibisagent.policies.compact import load_net
+
+    weights, _ = trained
+    blob = torch.load(weights, map_location="cpu", weights_only=True)
+    fit = blob["presence"]
+    assert fit["pairs"] > 9 and fit["train_present_kept"] >= 0.8 and fit["train_absent_said_no"] >= 0.8, fit
+    net = load_net(weights)
+    assert len(net.known_texts) == fit["known_queries"] == net.known_emb.shape[0] > 0
+    assert "Segment the liver." in net.known_texts
+
+
+def test_unknown_query_is_answered_not_found_without_a_click(trained, demo_samples, tool):
+    from ibisagent.env.env import IbisEnv
+    from ibisagent.env.runner import run_episode
+    from ibisagent.policies import make_policy
+
+    weights, _ = trained
+    policy = make_policy(f"compact:{weights}", presence_threshold=0.0)
+    image, _ = demo_samples[0].load()
+    similarity, _ = policy.novelty("Segment the liver.")
+    assert similarity > 0.99
+    for query in ("Where is the giraffe?", "xqzv plmok"):
+        ep = run_episode(IbisEnv(tool, max_steps=3), policy, image, query)
+        assert not ep.clicks and ep.stop_reason == "stop", ep.steps[0].response
+        assert ep.answer.startswith("Not found") and "similarity" in ep.steps[0].response
+
+
+def test_patience_stops_when_clicks_stop_helping(trained):
+    """With patience 1 the policy stops once a click leaves its belief agreement no better."""
+    from ibisagent.env.env import Observation
+    from ibisagent.env.protocol import parse_response
+    from ibisagent.policies import make_policy
+
+    weights, _ = trained
+    policy = make_policy(f"compact:{weights}", patience=1, novelty_threshold=0.0)
+    target = np.zeros((64, 64), bool)
+    target[10:50, 10:50] = True
+    policy.belief = lambda image, query: (target, 0.9)
+    half = np.zeros_like(target)
+    half[10:50, 10:30] = True
+    policy.begin("q")
+
+    def act(mask, step):
+        obs = Observation(np.zeros((64, 64, 3), np.uint8), mask, "", "q", step, [], np.zeros((64, 64, 3), np.uint8))
+        return parse_response(policy.act(obs, None))
+
+    assert act(np.zeros_like(target), 1).is_click  # no mask yet
+    assert act(half, 2).is_click  # first mask: agreement 0.5, a new best
+    last = act(half, 3)  # the click changed nothing
+    assert last.kind == "stop" and "has not come closer" in last.think
