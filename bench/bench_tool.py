@@ -59,11 +59,13 @@ def main() -> None:
     plain = LiteMedSAMTool(weights=args.weights, fast_encoder=False, backend="torch")
     fused = LiteMedSAMTool(weights=args.weights, backend="torch")
     enc_plain, enc_fused = encoder_ms(plain), encoder_ms(fused)
-    enc_onnx = None
+    enc_onnx = enc_ov = None
     if onnx_encoder.available():
         enc_onnx = encoder_ms(LiteMedSAMTool(weights=args.weights, backend="onnx"))
+    if onnx_encoder.available() and onnx_encoder.openvino_available():
+        enc_ov = encoder_ms(LiteMedSAMTool(weights=args.weights, backend="openvino"))
     fast = LiteMedSAMTool(weights=args.weights)  # the default backend
-    enc_fast = enc_onnx if fast.onnx_encoder is not None else enc_fused
+    enc_fast = encoder_ms(fast)
 
     emb = fast.embed(image)
     pts = np.array([[300.0, 460.0]])
@@ -99,9 +101,13 @@ def main() -> None:
     print(f"{'encoder ms (plain)':<40}{enc_plain:10.0f}")
     print(f"{'encoder ms (fused conv-bn, channels-last)':<40}{enc_fused:10.0f}   speed-up {enc_plain / enc_fused:.2f}x")
     if enc_onnx is not None:
-        print(f"{'encoder ms (ONNX Runtime, the default)':<40}{enc_onnx:10.0f}   speed-up {enc_plain / enc_onnx:.2f}x")
+        print(f"{'encoder ms (ONNX Runtime)':<40}{enc_onnx:10.0f}   speed-up {enc_plain / enc_onnx:.2f}x")
     else:
         print("encoder ms (ONNX Runtime): not installed (pip install 'ibisagent[fast]')")
+    if enc_ov is not None:
+        print(f"{'encoder ms (OpenVINO)':<40}{enc_ov:10.0f}   speed-up {enc_plain / enc_ov:.2f}x")
+    runtime = getattr(fast.onnx_encoder, "runtime", "torch")
+    print(f"{f'encoder ms (the default: {runtime})':<40}{enc_fast:10.0f}")
     print(f"{'decoder ms per click (median of 10)':<40}{dec_ms:10.0f}")
     print(f"{f'{n1}-click episode / one default encoder pass':<40}{with_cache / one_pass:10.2f}   (embedding cache on)")
     print(

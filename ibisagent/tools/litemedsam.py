@@ -224,8 +224,9 @@ class LiteMedSAMTool(SegmentationTool):
     box_margin: float = 0.05  # for the box strategies: grown box margin, fraction of the image side
     multimask: str = "never"  # "never", "first" (multimask on the first click only, as SAM advises), "always"
     threads: int | None = None
-    # "auto": ONNX Runtime for the encoder and the click decoder when the `fast` extra is
-    # installed (tools/onnx_encoder.py, onnx_decoder.py), else torch; "torch"; "onnx"
+    # "auto": with the `fast` extra, the encoder on OpenVINO (or ONNX Runtime when OpenVINO is
+    # missing) and the click decoder on ONNX Runtime (tools/onnx_encoder.py, onnx_decoder.py),
+    # else torch; "torch"; "onnx" (ONNX Runtime for both); "openvino" (encoder on OpenVINO)
     backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -238,20 +239,27 @@ class LiteMedSAMTool(SegmentationTool):
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        if self.backend not in ("auto", "torch", "onnx"):
-            raise IbisInputError("backend", f"expected auto/torch/onnx, got {self.backend!r}")
+        if self.backend not in ("auto", "torch", "onnx", "openvino"):
+            raise IbisInputError("backend", f"expected auto/torch/onnx/openvino, got {self.backend!r}")
         self.net, self.weights_name = build_model(self.weights)
         if self.fast_encoder:
             optimize_encoder(self.net.image_encoder)
         self.onnx_encoder = self.onnx_decoder = None
         from ibisagent.tools import onnx_decoder, onnx_encoder
 
-        if self.backend == "onnx" and not onnx_encoder.available():
-            raise IbisInputError("backend", "onnx needs the fast extra: pip install 'ibisagent[fast]'")
-        if self.backend == "onnx" or (self.backend == "auto" and onnx_encoder.available()):
+        if self.backend in ("onnx", "openvino") and not onnx_encoder.available():
+            raise IbisInputError("backend", f"{self.backend} needs the fast extra: pip install 'ibisagent[fast]'")
+        if self.backend == "openvino" and not onnx_encoder.openvino_available():
+            raise IbisInputError("backend", "openvino is not installed: pip install 'ibisagent[fast]'")
+        if self.backend != "torch" and onnx_encoder.available():
             threads = torch.get_num_threads()
+            use_ov = self.backend == "openvino" or (self.backend == "auto" and onnx_encoder.openvino_available())
             self.onnx_encoder = onnx_encoder.OnnxEncoder(
-                self.net.image_encoder, medsam_checkpoint_path(), INPUT_SIZE, threads
+                self.net.image_encoder,
+                medsam_checkpoint_path(),
+                INPUT_SIZE,
+                threads,
+                runtime="openvino" if use_ov else "onnxruntime",
             )
             self.onnx_decoder = onnx_decoder.OnnxDecoder(self.net, threads)
         self.name = f"litemedsam[{self.weights_name},{self.strategy}]"

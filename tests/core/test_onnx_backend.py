@@ -50,3 +50,28 @@ def test_bad_tool_specs_are_clear_errors(spec, says):
 
     with pytest.raises(IbisInputError, match=says):
         make_tool(spec)
+
+
+def test_openvino_encoder_matches_torch_and_is_the_default(demo_samples, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from ibisagent.tools import onnx_encoder
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+
+    monkeypatch.setattr(onnx_encoder, "DEFAULT_DIR", tmp_path)
+    image, _ = demo_samples[1].load()
+    ov_tool = LiteMedSAMTool(backend="openvino")
+    assert ov_tool.onnx_encoder.runtime == "openvino"
+    assert LiteMedSAMTool().onnx_encoder.runtime == "openvino"  # "auto" picks it when installed
+    a, b = LiteMedSAMTool(backend="torch").embed(image), ov_tool.embed(image)
+    assert b.features.shape == (1, 256, 64, 64)
+    assert float((a.features - b.features).abs().max()) < 1e-3
+
+
+def test_openvino_missing_is_a_clear_error(monkeypatch):
+    from ibisagent.tools import onnx_encoder
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+
+    monkeypatch.setattr(onnx_encoder, "openvino_available", lambda: False)
+    with pytest.raises(IbisInputError, match="openvino"):
+        LiteMedSAMTool(backend="openvino")
+    assert LiteMedSAMTool().onnx_encoder.runtime == "onnxruntime"  # "auto" falls back

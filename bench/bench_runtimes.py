@@ -1,0 +1,89 @@
+"""LiteMedSAM's encoder and click decoder on the CPU runtimes at hand: ONNX Runtime (the default
+with the `fast` extra) against OpenVINO (when installed: pip install openvino), same ONNX graphs,
+fp32, interleaved runs in one process so that the ratios hold even on a busy machine.
+
+    python bench/bench_runtimes.py [--threads 2] [--runs 10]
+
+Prints median ms per call, the speed-up of OpenVINO over ONNX Runtime, and the largest absolute
+difference of their outputs (encoder features, decoder logits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def timed(fn, runs: int) -> float:
+    fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=10)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+
+    tool = LiteMedSAMTool(backend="onnx", threads=args.threads)  # exports/caches both graphs
+    try:
+        import openvino as ov
+    except ImportError:
+        print("OpenVINO is not installed (pip install openvino): nothing to compare")
+        return
+    cfg = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    core = ov.Core()
+    enc_ov = core.compile_model(str(tool.onnx_encoder.path), "CPU", cfg)
+    dec_ov = core.compile_model(str(tool.onnx_decoder.path), "CPU", cfg)
+
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 3, 256, 256), dtype=np.float32)
+    enc_session = tool.onnx_encoder.session
+    enc_feed = {enc_session.get_inputs()[0].name: x}
+    feats = enc_session.run(None, enc_feed)[0]
+    feed = {
+        "features": feats,
+        "points": np.array([[[120.0, 130.0], [60.0, 70.0], [140.0, 100.0]]], np.float32),
+        "labels": np.array([[1.0, 0.0, 1.0]], np.float32),
+        "mask_input": rng.standard_normal((1, 1, 256, 256), dtype=np.float32),
+        "has_mask": np.ones(1, np.float32),
+    }
+    dec_session = tool.onnx_decoder.session
+    rows = []
+    for name, ort_fn, ov_fn, ref, out in (
+        ("encoder", lambda: enc_session.run(None, enc_feed), lambda: enc_ov([x]), feats, lambda: enc_ov([x])[0]),
+        (
+            "decoder (3 clicks + prior)",
+            lambda: dec_session.run(None, feed),
+            lambda: dec_ov(feed),
+            dec_session.run(None, feed)[0],
+            lambda: dec_ov(feed)[0],
+        ),
+    ):
+        t_ort, t_ov = [], []
+        for _ in range(3):  # interleave: both see the same load
+            t_ort.append(timed(ort_fn, args.runs))
+            t_ov.append(timed(ov_fn, args.runs))
+        a, b = statistics.median(t_ort), statistics.median(t_ov)
+        rows.append((name, a, b, float(np.abs(out() - ref).max())))
+    print(f"LiteMedSAM graphs, {args.threads} threads, OpenVINO {ov.__version__}, fp32")
+    print(f"{'':28}{'ORT ms':>10}{'OpenVINO ms':>13}{'ORT/OV':>9}{'max |diff|':>12}")
+    for name, a, b, diff in rows:
+        print(f"{name:28}{a:10.1f}{b:13.1f}{a / b:9.2f}{diff:12.2e}")
+
+
+if __name__ == "__main__":
+    main()
