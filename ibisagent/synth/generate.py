@@ -69,7 +69,18 @@ class Context:
 
 
 def synthesize(ctx: Context, item: Item, image: np.ndarray, gt: np.ndarray | None) -> Trajectory:
-    """The trajectory of `item` on `image` (H x W x 3 uint8) with reference `gt` (H x W bool)."""
+    """The trajectory of `item` on `image` (H x W x 3 uint8) with reference `gt` (H x W bool);
+    its step overlays are written only when it is kept (raises Skip otherwise)."""
+    try:
+        traj = _synthesize(ctx, item, image, gt)
+    except BaseException:
+        ctx.store.discard()
+        raise
+    ctx.store.commit()
+    return traj
+
+
+def _synthesize(ctx: Context, item: Item, image: np.ndarray, gt: np.ndarray | None) -> Trajectory:
     sample = ctx.samples[item.index]
     H, W = image.shape[:2]
     gt = np.zeros((H, W), bool) if gt is None or sample.negative else np.asarray(gt, bool)

@@ -39,12 +39,17 @@ def fit_pixels(image: np.ndarray, max_pixels: int) -> np.ndarray:
 
 
 class Store:
-    """Writes a run's image files under `root`; `render_s` accumulates overlay + PNG time."""
+    """Writes a run's image files under `root`; `render_s` accumulates overlay + PNG time.
+
+    Step overlays are queued by `observation` and drawn by `commit` once the trajectory is kept
+    (`discard` drops them): many items are skipped only after their last click (the tool never
+    reaches the minimum IoU), and drawing their overlays would be wasted and leave orphan files."""
 
     def __init__(self, root: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.root = Path(root)
         self.max_pixels = max_pixels
         self.render_s = 0.0
+        self._pending: list[tuple[str, np.ndarray, np.ndarray]] = []
 
     def source(self, image_key: str, image: np.ndarray) -> str:
         rel = f"images/src/{short_hash(image_key)}.png"
@@ -68,6 +73,17 @@ class Store:
                 save_png(self.root / rel, fit_pixels(image, self.max_pixels))
         else:
             rel = f"images/obs/{short_hash(traj_id)}/{step:02d}.png"
-            save_png(self.root / rel, fit_pixels(render_overlay(image, mask), self.max_pixels))
+            self._pending.append((rel, image, mask.copy()))
         self.render_s += time.perf_counter() - t0
         return rel
+
+    def commit(self) -> None:
+        """Draw and write the queued overlays."""
+        t0 = time.perf_counter()
+        for rel, image, mask in self._pending:
+            save_png(self.root / rel, fit_pixels(render_overlay(image, mask), self.max_pixels))
+        self._pending.clear()
+        self.render_s += time.perf_counter() - t0
+
+    def discard(self) -> None:
+        self._pending.clear()

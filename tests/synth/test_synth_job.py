@@ -108,3 +108,19 @@ def test_bad_masks_are_reported_and_skipped(tmp_path, make_config):
     reasons = sorted(s["reason"] for s in skipped)
     assert summary["trajectories"] == 0
     assert reasons == ["the reference mask covers the whole image", "the reference mask is empty"]
+
+
+def test_skipped_items_leave_no_overlay_files(tiny_data, make_config, tmp_path):
+    """Items skipped after their clicks (here: none can reach the minimum final IoU of 1.01)
+    write no step overlays; the kept ones (no-click kinds) still have all their files."""
+    from dataclasses import asdict
+
+    from ibisagent.synth.generate import SynthConfig
+
+    cfg = make_config(tiny_data)
+    cfg.synth = asdict(SynthConfig(iou_threshold=0.7, max_clicks=3, min_final_iou=1.01))
+    summary = run_synth(cfg, tmp_path)
+    trajs = load_trajectories(tmp_path)
+    assert summary["skipped"] > 0 and all(not t.steps[0].click for t in trajs)
+    assert not list((tmp_path / "images" / "obs").rglob("*.png"))
+    assert all((tmp_path / f).is_file() for t in trajs for f in t.obs_files)
