@@ -164,7 +164,9 @@ class CompactPolicy(Policy):
     `novelty_threshold`: a query whose MiniLM cosine similarity to every training query is below
     it names something the policy never learned: it stops at once and says "not found" (medical
     paraphrases of known targets score about 0.7 and above, everyday objects and nonsense 0.2 to
-    0.55; see README "The compact policy")."""
+    0.55; see the README, "Compact policy, from the query alone").
+    One instance plays one episode at a time (`begin` resets the patience count), as
+    `env.runner.run_episode`, the evaluation workers and the web app use it."""
 
     name = "compact"
 
