@@ -4,6 +4,7 @@
         clicks:box+points+prior --max-clicks 10 --json runs/tool_heldout.json
 
 Same split by image as `ibisagent train tool` (15% held out); embeddings from its disk cache.
+`+ok` / `-ok`: share of positive / negative clicks the mask honours at the clicked pixel.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ def n_components(sample) -> int:
     except Exception:
         return 0
     return cv2.connectedComponents(np.asarray(mask, np.uint8))[0] - 1
+
+
+def share(v: float | None) -> str:
+    return f"{'-':>6}" if v is None else f"{v:6.2f}"
 
 
 def main() -> None:
@@ -58,16 +63,16 @@ def main() -> None:
         f"{len(held)} held-out pairs ({len(emb_files)} images with cached embeddings), up to {args.max_clicks} oracle clicks"
     )
     print(
-        f"{'weights:strategy':<28}{'IoU@1':>7}{'IoU@3':>7}{'IoU@5':>7}{'IoU@10':>7}{'NoC80':>7}{'NoC85':>7}{'NoC90':>7}{'box':>7}"
+        f"{'weights:strategy':<28}{'IoU@1':>7}{'IoU@3':>7}{'IoU@5':>7}{'IoU@10':>7}{'NoC80':>7}{'NoC85':>7}{'NoC90':>7}{'box':>7}{'+ok':>6}{'-ok':>6}"
     )
     results = {}
     for cfg in args.configs:
         weights, _, strategy = cfg.partition(":")
         tool = LiteMedSAMTool(weights=weights, strategy=strategy or "points+prior", cache_entries=4)
         s = evaluate_tool(tool, held, emb_files, args.max_clicks)
-        m, n = s["mean_iou_at"], s["noc"]
+        m, n, h = s["mean_iou_at"], s["noc"], s["clicks_honoured"]
         print(
-            f"{cfg:<28}{m['1']:7.3f}{m['3']:7.3f}{m['5']:7.3f}{m['10']:7.3f}{n['80']:7.2f}{n['85']:7.2f}{n['90']:7.2f}{s['box_iou']:7.3f}",
+            f"{cfg:<28}{m['1']:7.3f}{m['3']:7.3f}{m['5']:7.3f}{m['10']:7.3f}{n['80']:7.2f}{n['85']:7.2f}{n['90']:7.2f}{s['box_iou']:7.3f}{share(h['positive'])}{share(h['negative'])}",
             flush=True,
         )
         results[cfg] = s

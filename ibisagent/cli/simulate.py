@@ -120,3 +120,7 @@ def print_summary(summary: dict, console) -> None:
     if summary["n"]:
         add("[bold]all", summary)
     console.print(table)
+    shares = summary.get("clicks_honoured") or {}
+    if any(v is not None for v in shares.values()):
+        text = ", ".join(f"{k} {v:.0%}" for k, v in shares.items() if v is not None)
+        console.print(f"clicks honoured (the mask agrees with the click at its pixel): {text}")

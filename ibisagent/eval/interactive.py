@@ -10,9 +10,10 @@ from pathlib import Path
 
 from ibisagent.data.pairs import Sample
 from ibisagent.env.env import IbisEnv
+from ibisagent.env.rle import rle_decode
 from ibisagent.env.runner import run_episode
 from ibisagent.errors import IbisInputError
-from ibisagent.eval.metrics import NOC_THRESHOLDS, mask_scores, noc, summarize_curves
+from ibisagent.eval.metrics import NOC_THRESHOLDS, click_honoured, honoured_shares, mask_scores, noc, summarize_curves
 from ibisagent.policies.oracle import OraclePolicy
 
 
@@ -48,9 +49,11 @@ def simulate_sample(
     )
     curve = ep.iou_curve
     final = ep.final_mask
+    clicked = [s for s in ep.steps if s.click is not None and s.mask is not None]
     row.update(
         ious=[round(v, 4) for v in curve],
         clicks=[list(c) for c in ep.clicks],
+        honoured=[click_honoured(rle_decode(s.mask), s.click) for s in clicked],
         stop_reason=ep.stop_reason,
         **{f"noc{round(t * 100)}": noc(curve, t, max_clicks) for t in NOC_THRESHOLDS},
         **{k: round(v, 4) for k, v in mask_scores(final, gt).items()},
@@ -71,6 +74,7 @@ def summarize_rows(rows: list[dict], max_clicks: int = 20) -> dict:
     ok = [r for r in rows if not r.get("error")]
     out = summarize_curves([r["ious"] for r in ok], max_clicks=max_clicks)
     out["errors"] = len(rows) - len(ok)
+    out["clicks_honoured"] = honoured_shares(ok)
     per: dict[str, list] = {}
     for r in ok:
         per.setdefault(r["modality"], []).append(r["ious"])

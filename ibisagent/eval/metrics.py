@@ -84,6 +84,24 @@ def summarize_curves(curves: Sequence[Sequence[float]], ks=(1, 3, 5, 10, 20), ma
     }
 
 
+def click_honoured(mask: np.ndarray, click: Sequence[int]) -> bool:
+    """Whether the mask after a click agrees with it at the clicked pixel: click (x, y, label)
+    in pixels, label 1 = target (pixel inside the mask), 0 = background (pixel outside)."""
+    x, y, label = int(click[0]), int(click[1]), int(click[2])
+    return bool(mask[y, x]) == (label == 1)
+
+
+def honoured_shares(rows: Sequence[dict]) -> dict[str, float | None]:
+    """Share of positive and of negative clicks honoured, over rows holding `clicks` [(x, y,
+    label)] and `honoured` [bool] (as `eval.interactive.simulate_sample` writes them). A tool
+    that ignores negative clicks shows it here long before it shows in mean IoU."""
+    out = {}
+    for name, label in (("positive", 1), ("negative", 0)):
+        flags = [h for r in rows for c, h in zip(r.get("clicks", []), r.get("honoured", [])) if c[2] == label]
+        out[name] = float(np.mean(flags)) if flags else None
+    return out
+
+
 # -- text-driven use: stopping and answers ---------------------------------------------------
 GOOD_STOP_IOU = 0.80  # the released click simulator's goal; a stop at or above it is a good stop
 

@@ -96,13 +96,18 @@ def build_examples(samples, emb_files, n_variants: int, seed: int, progress=None
     return positives, negatives, {k: v["features"] for k, v in feats.items()}, skipped
 
 
-def embed_query_texts(positives, negatives, log=print, extra_texts=()) -> dict:
-    """Every query text of the examples -> its 384-d MiniLM embedding (torch)."""
+def embed_query_texts(positives, negatives, log=print, extra_texts=(), known: dict | None = None) -> dict:
+    """Every query text of the examples (and `extra_texts`) -> its 384-d MiniLM embedding
+    (torch); texts already in `known` are reused, not embedded again."""
     from ibisagent.policies.text_encoder import embed_texts
 
-    all_texts = sorted({t for p in positives for t in p[2]} | {t for _, ts in negatives for t in ts} | set(extra_texts))
-    log(f"embedding {len(all_texts)} query texts with MiniLM")
-    return dict(zip(all_texts, embed_texts(all_texts)))
+    known = dict(known or {})
+    all_texts = {t for p in positives for t in p[2]} | {t for _, ts in negatives for t in ts} | set(extra_texts)
+    todo = sorted(all_texts - set(known))
+    if todo:
+        log(f"embedding {len(todo)} query texts with MiniLM")
+        known.update(zip(todo, embed_texts(todo)))
+    return known
 
 
 def train_compact(
@@ -118,13 +123,7 @@ def train_compact(
     out_dir.mkdir(parents=True, exist_ok=True)
     ood = ood_queries_per_image(positives, cfg.ood_per_image, cfg.seed)
     ood_texts = sorted({t for texts in ood.values() for t in texts})
-    if text_emb is None:
-        text_emb = embed_query_texts(positives, negatives, log, extra_texts=ood_texts)
-    missing = [t for t in ood_texts if t not in text_emb]
-    if missing:
-        from ibisagent.policies.text_encoder import embed_texts
-
-        text_emb.update(zip(missing, embed_texts(missing)))
+    text_emb = embed_query_texts(positives, negatives, log, extra_texts=ood_texts, known=text_emb)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     net = build_net(hidden=cfg.hidden)
@@ -232,10 +231,13 @@ def fit_presence(net, positives, negatives, ood: dict, feats, text_emb: dict, cf
     }
 
 
-def heldout_episodes(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None, policy_kwargs=None):
+def heldout_episodes(
+    policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None, policy_kwargs=None, queries=None
+):
     """Yield (sample, reference mask or None, episode or the IbisInputError of an unreadable
-    sample) for each sample: one episode from its referring query alone (seed 0), on the
-    shipped tool with the image embedding taken from the disk cache."""
+    sample): one episode per query of each sample, on the shipped tool with the image embedding
+    taken from the disk cache. `queries`: sample -> query texts; default its referring query
+    (seed 0)."""
     from ibisagent.data.queries import make_query
     from ibisagent.env.env import IbisEnv
     from ibisagent.env.runner import run_episode
@@ -255,7 +257,8 @@ def heldout_episodes(policy_spec: str, samples, emb_files, max_steps: int = 10, 
         ef = emb_files.get(s.image)
         if isinstance(ef, Path):
             prime_cache(tool, image, ef)
-        yield s, gt, run_episode(env, policy, image, make_query(s, "referring", seed=0).text, gt)
+        for text in queries(s) if queries else [make_query(s, "referring", seed=0).text]:
+            yield s, gt, run_episode(env, policy, image, text, gt)
         if progress:
             progress()
 
@@ -333,27 +336,19 @@ def evaluate_unknown_queries(policy_spec: str, samples, emb_files, per_image: in
     nonsense strings): the share of episodes that stop without a click, i.e. answer "not
     found" or "no" instead of showing a mask."""
     from ibisagent.data.queries import out_of_domain_queries
-    from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
-    from ibisagent.policies import make_policy
-    from ibisagent.tools.litemedsam import LiteMedSAMTool
-    from ibisagent.train.tool_eval import prime_cache
 
-    tool = LiteMedSAMTool(cache_entries=4)
-    env = IbisEnv(tool, max_steps=max_steps)
-    policy = make_policy(policy_spec)
     rng = random.Random("heldout-ood")
-    images = {s.image: s for s in samples}
+    one_per_image = list({s.image: s for s in samples}.values())
     n = no_click = 0
-    for s in images.values():
-        try:
-            image, _ = s.load()
-        except IbisInputError:
+    for _, _, ep in heldout_episodes(
+        policy_spec,
+        one_per_image,
+        emb_files,
+        max_steps,
+        queries=lambda s: out_of_domain_queries(rng, per_image, HELDOUT_OBJECTS),
+    ):
+        if isinstance(ep, IbisInputError):
             continue
-        if isinstance(emb_files.get(s.image), Path):
-            prime_cache(tool, image, emb_files[s.image])
-        for text in out_of_domain_queries(rng, per_image, HELDOUT_OBJECTS):
-            ep = run_episode(env, policy, image, text)
-            n += 1
-            no_click += not ep.clicks
+        n += 1
+        no_click += not ep.clicks
     return {"policy": policy_spec, "n": n, "no_click": no_click / max(n, 1)}

@@ -106,6 +106,7 @@ def run_tool_training(
             f"{name}: IoU@1/3/5/10 "
             + " / ".join(f"{summ['mean_iou_at'][k]:.3f}" for k in ("1", "3", "5", "10"))
             + f", NoC@85 {summ['noc']['85']:.2f}, GT-box IoU {summ['box_iou']:.3f}"
+            + f", clicks honoured +{_share(summ['clicks_honoured']['positive'])} / -{_share(summ['clicks_honoured']['negative'])}"
         )
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
     card = model_card(report)
@@ -118,6 +119,10 @@ def run_tool_training(
         shutil.copyfile(out / "report.json", CLICK_WEIGHTS.parent / "report.json")
         console.print(f"installed as the default prompt path: {CLICK_WEIGHTS}")
     return report
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def model_card(report: dict) -> str:
@@ -139,23 +144,28 @@ def model_card(report: dict) -> str:
         "RITM-style simulated sessions (ibisagent/train/tool.py): first positive click at the target's deepest",
         "point or at random well inside it; further clicks in the error regions of the model's own prediction;",
         "previous logits fed back; BCE + Dice + IoU-head MSE at the first and last click; 15% box prompts;",
-        "15% sessions starting from a corrupted mask. "
+        "15% sessions starting from a corrupted mask; AdamW at `lr` for the decoder and `lr_embed` for the point,",
+        "padding and no-mask embeddings (box training never used them: negative clicks only work once they move). "
         + ", ".join(f"{k}={v}" for k, v in report["config"].items() if k not in ("extra",))
         + ".",
         f"Embedding took {report['embed_minutes']} min, optimisation {report['train_minutes']} min on 2 CPU cores.",
-        "Reproduce: `ibisagent train tool ../shared/data --minutes 40 --install`.",
+        f"Reproduce: `ibisagent train tool ../shared/data --minutes {report['config']['minutes']:g} --install`.",
         "",
         "## Held-out results (oracle clicks: the reference click simulator, all clicks + previous logits)",
         "",
-        "| weights | IoU@1 | IoU@3 | IoU@5 | IoU@10 | NoC@80 | NoC@85 | NoC@90 | GT-box IoU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| weights | IoU@1 | IoU@3 | IoU@5 | IoU@10 | NoC@80 | NoC@85 | NoC@90 | GT-box IoU | + honoured | - honoured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in res.items():
         m, n = s["mean_iou_at"], s["noc"]
+        h = s.get("clicks_honoured", {})
         lines.append(
-            f"| {name} | {m['1']:.3f} | {m['3']:.3f} | {m['5']:.3f} | {m['10']:.3f} | {n['80']:.2f} | {n['85']:.2f} | {n['90']:.2f} | {s['box_iou']:.3f} |"
+            f"| {name} | {m['1']:.3f} | {m['3']:.3f} | {m['5']:.3f} | {m['10']:.3f} | {n['80']:.2f} | {n['85']:.2f} | {n['90']:.2f} | {s['box_iou']:.3f} | {_share(h.get('positive'))} | {_share(h.get('negative'))} |"
         )
     lines += [
+        "",
+        "`honoured`: share of oracle clicks whose pixel the next mask agrees with (inside for a positive click,",
+        "outside for a negative one).",
         "",
         "Per modality (click-trained weights):",
         "",

@@ -196,3 +196,25 @@ def test_patience_stops_when_clicks_stop_helping(trained):
     assert act(half, 2).is_click  # first mask: agreement 0.5, a new best
     last = act(half, 3)  # the click changed nothing
     assert last.kind == "stop" and "has not come closer" in last.think
+
+
+def test_heldout_unknown_query_evaluation_counts_one_episode_per_image_and_query(trained, demo_samples):
+    from ibisagent.train.compact import evaluate_unknown_queries
+
+    weights, emb_files = trained
+    samples = demo_samples[:3]
+    out = evaluate_unknown_queries(f"compact:{weights}", samples, emb_files, per_image=2, max_steps=3)
+    assert out["n"] == 2 * len({s.image for s in samples})
+    assert out["no_click"] == 1.0  # every query is unknown to the stored training queries
+
+
+def test_query_embedding_reuses_known_texts():
+    from ibisagent.train.compact import embed_query_texts
+
+    known = {"Segment the liver.": "kept"}
+    logged = []
+    out = embed_query_texts(
+        [(None, None, ["Segment the liver."])], [(None, ["Is there a spleen?"])], logged.append, known=known
+    )
+    assert out["Segment the liver."] == "kept" and out["Is there a spleen?"].shape[-1] == 384
+    assert logged == ["embedding 1 query texts with MiniLM"]

@@ -45,6 +45,8 @@ def test_simulate_on_bundled_demo(tmp_path, demo_dir):
     assert s["n"] == 2 and set(s["mean_iou_at"]) == {"1", "3", "5", "10", "20"} and set(s["noc"]) == {"80", "85", "90"}
     rows = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(len(r["ious"]) >= 1 for r in rows)
+    assert all(len(r["honoured"]) == len(r["clicks"]) for r in rows)
+    assert set(s["clicks_honoured"]) == {"positive", "negative"}
     assert len(list((tmp_path / "run" / "overlays").glob("*.png"))) == 2
     # resume: a second run does not redo finished pairs
     r2 = runner.invoke(

@@ -4,7 +4,18 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ibisagent.env.rle import rle_decode, rle_encode
-from ibisagent.eval.metrics import dice, iou, iou_at, mask_scores, noc, precision, recall, summarize_curves
+from ibisagent.eval.metrics import (
+    click_honoured,
+    dice,
+    honoured_shares,
+    iou,
+    iou_at,
+    mask_scores,
+    noc,
+    precision,
+    recall,
+    summarize_curves,
+)
 
 
 def test_hand_computed_scores():
@@ -36,3 +47,17 @@ def test_noc_and_iou_at():
 @given(arrays(bool, st.tuples(st.integers(1, 20), st.integers(1, 20))))
 def test_rle_round_trip(mask):
     assert np.array_equal(rle_decode(rle_encode(mask)), mask)
+
+
+def test_click_honoured_reads_x_as_column():
+    mask = np.zeros((4, 6), bool)
+    mask[1, 4] = True  # row 1, column 4
+    assert click_honoured(mask, (4, 1, 1)) and not click_honoured(mask, (1, 3, 1))
+    assert not click_honoured(mask, (4, 1, 0)) and click_honoured(mask, (0, 0, 0))
+    rows = [
+        {"clicks": [[4, 1, 1], [0, 0, 0], [2, 2, 0]], "honoured": [True, True, False]},
+        {"clicks": [[1, 1, 1]], "honoured": [False]},
+        {"error": "unreadable"},
+    ]
+    assert honoured_shares(rows) == {"positive": 0.5, "negative": 0.5}
+    assert honoured_shares([]) == {"positive": None, "negative": None}
