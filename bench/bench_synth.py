@@ -1,7 +1,7 @@
 """Trajectory synthesis speed: trajectories per minute on real data, and the share of time in
 the encoder, the decoder and rendering (overlay + PNG writing).
 
-    python bench/bench_synth.py [DATA] [--limit 40] [--workers 1] [--backend process|ray] [--embedding-cache DIR]
+    python bench/bench_synth.py [DATA] [--limit 40] [--workers 1] [--backend process|ray] [--embedding-cache DIR] [--tool SPEC]
 
 DATA defaults to ../shared/data (else the bundled demo); `--limit 0` takes every sample. Runs
 `ibisagent.synth.job.run_synth` into a temporary folder with the default mix and prints the
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--backend", default="process", choices=("process", "ray"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--embedding-cache", default=None, help="e.g. ~/.cache/ibisagent/embeddings")
+    ap.add_argument("--tool", default="litemedsam", help="tool spec, e.g. litemedsam:original or litemedsam:PATH.pt")
     args = ap.parse_args()
 
     from ibisagent.synth.job import JobConfig, run_synth
@@ -40,6 +41,7 @@ def main() -> None:
         workers=args.workers,
         backend=args.backend,
         threads=args.threads,
+        tool=args.tool,
         embedding_cache=str(Path(args.embedding_cache).expanduser()) if args.embedding_cache else None,
     )
     with tempfile.TemporaryDirectory() as out:
@@ -50,6 +52,7 @@ def main() -> None:
     share["other"] = max(0.0, 1.0 - sum(share.values()))
     rows = [
         ("data", args.data),
+        ("tool", args.tool),
         ("samples", args.limit or "all"),
         ("backend, workers x threads", f"{args.backend}, {args.workers} x {args.threads}"),
         ("embedding cache", args.embedding_cache or "off"),
