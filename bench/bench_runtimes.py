@@ -1,5 +1,5 @@
-"""LiteMedSAM's encoder and click decoder on the CPU runtimes at hand: ONNX Runtime (the default
-with the `fast` extra) against OpenVINO (when installed: pip install openvino), same ONNX graphs,
+"""LiteMedSAM's encoder and click decoder on the CPU runtimes at hand: ONNX Runtime against
+OpenVINO (the encoder's default when installed; both come with the `fast` extra), same ONNX graphs,
 fp32, interleaved runs in one process so that the ratios hold even on a busy machine.
 
     python bench/bench_runtimes.py [--threads 2] [--runs 10]
@@ -44,7 +44,9 @@ def main() -> None:
     except ImportError:
         print("OpenVINO is not installed (pip install openvino): nothing to compare")
         return
-    cfg = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    from ibisagent.tools.onnx_encoder import openvino_config
+
+    cfg = openvino_config(args.threads)
     core = ov.Core()
     enc_ov = core.compile_model(str(tool.onnx_encoder.path), "CPU", cfg)
     dec_ov = core.compile_model(str(tool.onnx_decoder.path), "CPU", cfg)

@@ -49,11 +49,12 @@ def simulate_sample(
     )
     curve = ep.iou_curve
     final = ep.final_mask
-    clicked = [s for s in ep.steps if s.click is not None and s.mask is not None]
+    # One flag per click, aligned with `clicks`; a click whose step left no mask honours nothing.
+    clicked = [s for s in ep.steps if s.click is not None]
     row.update(
         ious=[round(v, 4) for v in curve],
-        clicks=[list(c) for c in ep.clicks],
-        honoured=[click_honoured(rle_decode(s.mask), s.click) for s in clicked],
+        clicks=[list(s.click) for s in clicked],
+        honoured=[s.mask is not None and click_honoured(rle_decode(s.mask), s.click) for s in clicked],
         stop_reason=ep.stop_reason,
         **{f"noc{round(t * 100)}": noc(curve, t, max_clicks) for t in NOC_THRESHOLDS},
         **{k: round(v, 4) for k, v in mask_scores(final, gt).items()},

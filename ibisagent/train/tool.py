@@ -317,10 +317,8 @@ def train_prompt_path(items: list[TrainItem], out_dir: Path, cfg: ToolTrainConfi
     net.prompt_encoder.train()
     net.mask_decoder.train()
     opt = torch.optim.AdamW(
-        [
-            {"params": rest, "lr": cfg.lr, "scale": 1.0},
-            {"params": embeds, "lr": cfg.lr_embed, "scale": cfg.lr_embed / cfg.lr},
-        ],
+        # each group's rate is the schedule's times its "scale" (set every step below)
+        [{"params": rest, "scale": 1.0}, {"params": embeds, "scale": cfg.lr_embed / cfg.lr}],
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
     )
@@ -352,7 +350,7 @@ def train_prompt_path(items: list[TrainItem], out_dir: Path, cfg: ToolTrainConfi
         if step >= 5:
             est_total = min(cfg.max_steps, int(step * budget / max(elapsed, 1e-6)))
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg, est_total) * g.get("scale", 1.0)
+            g["lr"] = lr_at(step, cfg, est_total) * g["scale"]
         loss, stats = session_losses(net, batch, cfg, rng)
         if not torch.isfinite(loss):
             log(f"step {step}: non-finite loss, batch skipped")
