@@ -26,10 +26,6 @@ def n_components(sample) -> int:
     return cv2.connectedComponents(np.asarray(mask, np.uint8))[0] - 1
 
 
-def share(v: float | None) -> str:
-    return f"{'-':>6}" if v is None else f"{v:6.2f}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", nargs="+", type=Path)
@@ -53,6 +49,7 @@ def main() -> None:
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train.embedding_cache import cache_path
     from ibisagent.train.tool_eval import evaluate_tool
+    from ibisagent.train.tool_pipeline import format_share
 
     _, held = split_by_image(collect_pairs(args.data), args.heldout)
     if args.components != "all":
@@ -72,7 +69,7 @@ def main() -> None:
         s = evaluate_tool(tool, held, emb_files, args.max_clicks)
         m, n, h = s["mean_iou_at"], s["noc"], s["clicks_honoured"]
         print(
-            f"{cfg:<28}{m['1']:7.3f}{m['3']:7.3f}{m['5']:7.3f}{m['10']:7.3f}{n['80']:7.2f}{n['85']:7.2f}{n['90']:7.2f}{s['box_iou']:7.3f}{share(h['positive'])}{share(h['negative'])}",
+            f"{cfg:<28}{m['1']:7.3f}{m['3']:7.3f}{m['5']:7.3f}{m['10']:7.3f}{n['80']:7.2f}{n['85']:7.2f}{n['90']:7.2f}{s['box_iou']:7.3f}{format_share(h['positive']):>6}{format_share(h['negative']):>6}",
             flush=True,
         )
         results[cfg] = s

@@ -107,7 +107,7 @@ def run_tool_training(
             f"{name}: IoU@1/3/5/10 "
             + " / ".join(f"{summ['mean_iou_at'][k]:.3f}" for k in ("1", "3", "5", "10"))
             + f", NoC@85 {summ['noc']['85']:.2f}, GT-box IoU {summ['box_iou']:.3f}"
-            + f", clicks honoured +{_share(summ['clicks_honoured']['positive'])} / -{_share(summ['clicks_honoured']['negative'])}"
+            + f", clicks honoured +{format_share(summ['clicks_honoured']['positive'])} / -{format_share(summ['clicks_honoured']['negative'])}"
         )
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
     card = model_card(report)
@@ -122,7 +122,8 @@ def run_tool_training(
     return report
 
 
-def _share(v: float | None) -> str:
+def format_share(v: float | None) -> str:
+    """A share as 0.00, or "-" when there was nothing to count."""
     return "-" if v is None else f"{v:.2f}"
 
 
@@ -144,7 +145,9 @@ def model_card(report: dict) -> str:
         "## Recipe",
         "RITM-style simulated sessions (ibisagent/train/tool.py): first positive click at the target's deepest",
         "point or at random well inside it; further clicks in the error regions of the model's own prediction;",
-        "previous logits fed back; BCE + Dice + IoU-head MSE at the first and last click; 15% box prompts;",
+        "previous logits fed back; BCE + Dice + IoU-head MSE at the first and last click, plus BCE averaged over",
+        "disks of `click_radius` px around the clicks (weight `click_loss`: without it most late clicks are not",
+        "honoured); 15% box prompts;",
         "15% sessions starting from a corrupted mask; AdamW at `lr` for the decoder and `lr_embed` for the point,",
         "padding and no-mask embeddings (box training never used them: negative clicks only work once they move). "
         + ", ".join(f"{k}={v}" for k, v in report["config"].items() if k not in ("extra",))
@@ -161,7 +164,7 @@ def model_card(report: dict) -> str:
         m, n = s["mean_iou_at"], s["noc"]
         h = s.get("clicks_honoured", {})
         lines.append(
-            f"| {name} | {m['1']:.3f} | {m['3']:.3f} | {m['5']:.3f} | {m['10']:.3f} | {n['80']:.2f} | {n['85']:.2f} | {n['90']:.2f} | {s['box_iou']:.3f} | {_share(h.get('positive'))} | {_share(h.get('negative'))} |"
+            f"| {name} | {m['1']:.3f} | {m['3']:.3f} | {m['5']:.3f} | {m['10']:.3f} | {n['80']:.2f} | {n['85']:.2f} | {n['90']:.2f} | {s['box_iou']:.3f} | {format_share(h.get('positive'))} | {format_share(h.get('negative'))} |"
         )
     lines += [
         "",
