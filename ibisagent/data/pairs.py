@@ -70,6 +70,8 @@ class Sample:
         from ibisagent.io.images import load_image
 
         image = load_image(self.image)
+        if self.negative and self.mask is None:
+            return image, np.zeros(image.shape[:2], bool)
         mask = None if self.mask is None else read_mask(self.mask, shape=image.shape[:2])
         return image, mask
 

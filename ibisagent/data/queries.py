@@ -211,7 +211,9 @@ def absent_targets(samples: list[Sample], seed: int = 0, per_image: int = 1) -> 
                     first.origin,
                     first.frame,
                     negative=True,
-                    loader=partial(_empty_loader, first),
+                    # File-backed: no loader, so caches keyed on the image file (the synthesis
+                    # job's embedding cache) still apply.
+                    loader=None if first.loader is None else partial(_empty_loader, first),
                 )
             )
     return out

@@ -35,6 +35,8 @@ def test_absent_targets_answer_no(demo_samples):
     image, mask = neg[0].load()
     assert mask.shape == image.shape[:2] and not mask.any()
     assert all(q.kind != "refinement" for _, q in build_queries(neg))
+    # file-backed: no loader, so embedding caches keyed on the image file apply to them
+    assert all(s.loader is None and s.mask is None for s in neg)
 
 
 class _FakeOpenAI(BaseHTTPRequestHandler):
