@@ -48,6 +48,18 @@ def pooled_target(target256: np.ndarray) -> np.ndarray:
     return target256.reshape(64, 4, 64, 4).mean((1, 3)).astype(np.float32)
 
 
+def belief_loss(logits, target, present):
+    """The supervised loss of the belief map: 10 x BCE + Dice (Dice on present targets only).
+    logits, target: B x 1 x 64 x 64 (target in [0, 1]); present: B floats (1 = target present).
+    -> (scalar loss, per-item Dice loss B)."""
+    import torch.nn.functional as F
+
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((1, 2, 3))
+    p = logits.sigmoid()
+    dice = 1 - (2 * (p * target).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    return (bce * 10).mean() + (dice * present).sum() / present.sum().clamp(min=1), dice
+
+
 def query_texts(sample, n: int) -> list[str]:
     from ibisagent.data.queries import make_query
 
@@ -114,7 +126,6 @@ def train_compact(
     positives, negatives, feats, out_dir: Path, cfg: CompactTrainConfig, log=print, text_emb: dict | None = None
 ) -> Path:
     import torch
-    import torch.nn.functional as F
 
     from ibisagent.policies.compact import build_net, save_net
 
@@ -146,11 +157,8 @@ def train_compact(
         txt = torch.stack([text_emb[rng.choice(p[2])] for p in pos] + [text_emb[rng.choice(n[1])] for n in neg])
         present = torch.tensor([1.0] * len(pos) + [0.0] * n_neg)
         logits = net.head(net.trunk(f, txt))
-        bce = F.binary_cross_entropy_with_logits(logits, tgt, reduction="none").mean((1, 2, 3))
-        p = torch.sigmoid(logits)
-        dice = 1 - (2 * (p * tgt).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + tgt.sum((1, 2, 3)) + 1)
         # The presence head is fitted on its own afterwards (fit_presence), class-balanced.
-        loss = (bce * 10).mean() + (dice * present).sum() / present.sum().clamp(min=1)
+        loss, dice = belief_loss(logits, tgt, present)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -6,7 +6,8 @@ tool. From that state the policy samples G clicks; each click goes through the t
 batched decode for the whole group, on the cached image embedding) and is scored by the same
 five reward functions as the VLM (`ibisagent.rewards.score_terms`, on the text the policy
 would write). Advantages are normalised within the group; the objective is PPO's clipped
-ratio, token-level in the VLM and one "token" (the click) here, no KL term.
+ratio, token-level in the VLM and one "token" (the click) here, no KL term, plus the SFT loss
+on the same states (`sft_weight`, InstructGPT's PPO-ptx) to keep the belief map calibrated.
 
 The click distribution is read off the belief map, so RL sharpens the same map the deployed
 policy clicks against: a categorical over the 64 x 64 cells, positive clicks where the mask
@@ -45,6 +46,10 @@ class CompactRLConfig:
     inner_epochs: int = 2  # optimisation passes per batch of rollouts (GRPO's mu); clipping bites from the 2nd
     lr: float = 1e-4
     clip_eps: float = 0.2
+    # Weight of the SFT loss on the same states (InstructGPT's "PPO-ptx"). The deployed policy
+    # clicks at the deepest error of the thresholded belief map, which the click distribution
+    # here does not model; without this anchor the map drifts and the policy gets worse.
+    sft_weight: float = 1.0
     temperature: float = 0.25  # sharper than the raw belief: close to the deployed click on the most confident region
     max_prefix: int = 3
     seed: int = 0
@@ -138,6 +143,7 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
 
     from ibisagent.policies.compact import save_net
     from ibisagent.tools.litemedsam import build_model
+    from ibisagent.train.compact import belief_loss, pooled_target
 
     items = [State(feats[p[0]], p[3], p[2]) for p in positives]
     tool_net, _ = build_model("auto")
@@ -159,6 +165,8 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
         feats = torch.stack([it.features for it in batch]).float()
         text = torch.stack([text_emb[rng.choice(it.texts)] for it in batch])
         cover = torch.from_numpy(np.stack([cover_cells(p) for p in preds]))
+        targets = torch.from_numpy(np.stack([pooled_target(it.target) for it in batch]))[:, None]
+        present = torch.ones(len(batch))
         with torch.no_grad():
             belief, _ = net(feats, text)
             old_logp_all = torch.log_softmax(click_logits(belief, cover) / cfg.temperature, 1)
@@ -173,6 +181,8 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
             ratio = (logp - old_logp).exp()
             clipped = ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps)
             loss = -torch.minimum(ratio * adv, clipped * adv).mean()
+            if cfg.sft_weight > 0:
+                loss = loss + cfg.sft_weight * belief_loss(belief, targets, present)[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
