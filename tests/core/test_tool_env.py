@@ -103,9 +103,11 @@ def test_error_distance_on_the_bounding_box_equals_the_whole_image():
 
 
 def test_shipped_prompt_path_honours_negative_clicks(tool, demo_samples):
-    """The click-trained weights must carve the mask where a negative click lands. The weights
-    shipped before (trained at a 10x smaller step) grew the mask around every negative click
-    (0 of 36 honoured here) and reached IoU 0.56 after 6 clicks; these honour 11 of 13 and reach 0.92."""
+    """The click-trained weights must carve the mask where a negative click lands. The first
+    click-trained weights (a 10x smaller step) grew the mask around every negative click (0 of
+    36 honoured here) and reached IoU 0.56 after 6 clicks; the next ones (no click loss) honoured
+    11 of 13 and reached 0.92; the shipped ones honour 16 of 16 negative and 24 of 36 positive
+    clicks and reach 0.93."""
     from ibisagent.eval.interactive import simulate_sample
     from ibisagent.eval.metrics import honoured_shares
 
@@ -113,7 +115,8 @@ def test_shipped_prompt_path_honours_negative_clicks(tool, demo_samples):
     rows = [simulate_sample(env, s, 6) for s in demo_samples]
     n_neg = sum(c[2] == 0 for r in rows for c in r["clicks"])
     assert n_neg >= 5, n_neg
-    assert honoured_shares(rows)["negative"] >= 0.5, rows
+    shares = honoured_shares(rows)
+    assert shares["negative"] >= 0.8 and shares["positive"] >= 0.5, shares
     assert np.mean([r["ious"][-1] for r in rows]) >= 0.85
 
 
