@@ -212,9 +212,8 @@ def session_losses(net, batch: list[TrainItem], cfg: ToolTrainConfig, rng: rando
     valid_t = torch.from_numpy(valid).float()[:, None]
 
     def loss_of(logits, iou_pred, clicks=None):
-        bce = (F.binary_cross_entropy_with_logits(logits, gt_t, reduction="none") * valid_t).sum(
-            (1, 2, 3)
-        ) / valid_t.sum((1, 2, 3))
+        per_px = F.binary_cross_entropy_with_logits(logits, gt_t, reduction="none")
+        bce = (per_px * valid_t).sum((1, 2, 3)) / valid_t.sum((1, 2, 3))
         p = torch.sigmoid(logits) * valid_t
         dice = 1 - (2 * (p * gt_t).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + gt_t.sum((1, 2, 3)) + 1)
         with torch.no_grad():
@@ -227,7 +226,6 @@ def session_losses(net, batch: list[TrainItem], cfg: ToolTrainConfig, rng: rando
         if clicks is not None and cfg.click_loss > 0:
             disks = torch.from_numpy(click_disks(clicks, logits.shape[-1], cfg.click_radius))[:, None]
             if disks.any():
-                per_px = F.binary_cross_entropy_with_logits(logits, gt_t, reduction="none")
                 total = total + cfg.click_loss * (per_px * disks).sum() / disks.sum()
         return total, true_iou
 
