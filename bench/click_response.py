@@ -20,27 +20,24 @@ import numpy as np
 DEPTH_BINS = ((0, 1), (1, 2), (2, 4), (4, 8), (8, float("inf")))
 
 
-def episode(tool, image, gt, clicks: int, frame_scale: float) -> tuple[list[float], list[tuple[float, bool, int]]]:
-    """Oracle clicks on one target -> (IoU after each click, [(depth in frame px, honoured, label)])."""
-    from ibisagent.eval.metrics import click_honoured, iou
-    from ibisagent.policies.oracle import next_click
+def episode(env, image, gt, clicks: int, frame_scale: float) -> tuple[list[float], list[tuple[float, bool, int]]]:
+    """Oracle clicks on one target (the shared env + oracle loop, no early stop) -> (IoU after
+    each click, padded to `clicks`; [(error depth in frame px, honoured, label)] per click)."""
+    from ibisagent.env.rle import rle_decode
+    from ibisagent.env.runner import run_episode
+    from ibisagent.eval.metrics import click_honoured
+    from ibisagent.policies.oracle import OraclePolicy, error_distance
 
-    emb = tool.embed(image)
-    pred, pts, labels, prev = np.zeros_like(gt), [], [], None
-    curve, records = [], []
-    for _ in range(clicks):
-        click = next_click(pred, gt)
-        if click is None:
-            curve.append(1.0)
-            continue
-        x, y, label, depth = click
-        pts.append((x, y))
-        labels.append(label)
-        out = tool.predict(emb, np.array(pts), np.array(labels), prev)
-        prev, pred = out.logits, out.mask
-        records.append((depth * frame_scale, click_honoured(pred, (x, y, label)), label))
-        curve.append(iou(pred, gt))
-    return curve, records
+    ep = run_episode(env, OraclePolicy(iou_threshold=2.0), image, "Segment the target.", gt)
+    before, records = np.zeros_like(gt), []
+    for step in (s for s in ep.steps if s.click is not None and s.mask is not None):
+        x, y, label = step.click
+        region = gt & ~before if label == 1 else ~gt & before
+        after = rle_decode(step.mask)
+        records.append((float(error_distance(region)[y, x]) * frame_scale, click_honoured(after, step.click), label))
+        before = after
+    curve = ep.iou_curve
+    return curve + [1.0 if not curve else curve[-1]] * (clicks - len(curve)), records
 
 
 def main() -> None:
@@ -57,22 +54,24 @@ def main() -> None:
 
     from ibisagent.cli.train import collect_pairs
     from ibisagent.data.splits import split_by_image
-    from ibisagent.io.images import load_image
+    from ibisagent.env.env import IbisEnv
     from ibisagent.tools.litemedsam import INPUT_SIZE, LiteMedSAMTool
     from ibisagent.train.embedding_cache import cache_path
     from ibisagent.train.tool_eval import prime_cache
 
     _, held = split_by_image(collect_pairs(args.data), args.heldout)
-    held = [s for s in held[:: args.every] if cache_path(args.cache_dir, s.image).exists()]
+    emb_files = {s.image: cache_path(args.cache_dir, s.image) for s in held[:: args.every]}
+    held = [s for s in held[:: args.every] if emb_files[s.image].exists()]
     print(f"{len(held)} held-out targets, {args.clicks} oracle clicks each")
     for weights in args.weights:
         tool = LiteMedSAMTool(weights=weights, cache_entries=4)
+        # no repeat rule: an unanswered click is repeated, and counted, as an annotator would
+        env = IbisEnv(tool, max_steps=args.clicks, repeat_limit=10**6)
         curves, records, by_click = [], [], []
         for s in held:
-            image = load_image(s.image)
-            _, gt = s.load()
-            prime_cache(tool, image, cache_path(args.cache_dir, s.image))
-            curve, recs = episode(tool, image, np.asarray(gt, bool), args.clicks, INPUT_SIZE / max(gt.shape))
+            image, gt = s.load()
+            prime_cache(tool, image, emb_files[s.image])
+            curve, recs = episode(env, image, np.asarray(gt, bool), args.clicks, INPUT_SIZE / max(gt.shape))
             curves.append(curve)
             records += recs
             by_click += [(k, r[1]) for k, r in enumerate(recs)]
