@@ -283,7 +283,7 @@ def session_losses(net, batch: list[TrainItem], cfg: ToolTrainConfig, rng: rando
         if with_grad:
             total = total + loss / (1 if n_clicks == 1 else 2)
         prior = logits.detach()
-        preds = [(logits[i, 0].detach().float().numpy() > 0) & valid[i] for i in range(B)]
+        preds = [(logits[i, 0].detach().numpy() > 0) & valid[i] for i in range(B)]
     return total, {"mode": "refine" if refine else "clicks", "iou_last": float(tiou.mean()), "clicks": n_clicks}
 
 
