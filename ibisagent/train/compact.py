@@ -36,6 +36,7 @@ class CompactTrainConfig:
     p_negative: float = 0.15
     query_variants: int = 3
     hidden: int = 64
+    reduce: int = 64  # principal components of the 256-channel embedding the belief net reads
     seed: int = 0
     heldout_percent: int = 15
     absent_per_image: int = 6  # absent-target negatives per training image
@@ -128,16 +129,24 @@ def train_compact(
     import torch
 
     from ibisagent.policies.compact import build_net, save_net
+    from ibisagent.train.memory import reuse_freed_memory
 
     if not positives:
         raise IbisInputError(out_dir, "no usable training targets")
     out_dir.mkdir(parents=True, exist_ok=True)
+    reuse_freed_memory()
     ood = ood_queries_per_image(positives, cfg.ood_per_image, cfg.seed)
     ood_texts = sorted({t for texts in ood.values() for t in texts})
     text_emb = embed_query_texts(positives, negatives, log, extra_texts=ood_texts, known=text_emb)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    net = build_net(hidden=cfg.hidden)
+    net = build_net(hidden=cfg.hidden, reduce=cfg.reduce)
+    explained = fit_reduction(net, feats, cfg.seed)
+    log(f"embedding reduced to {cfg.reduce} principal components ({explained:.1%} of the variance)")
+    keys = list(feats)
+    row = {k: i for i, k in enumerate(keys)}
+    with torch.no_grad():
+        reduced = torch.stack([net.reduce(feats[k].float()[None])[0].half() for k in keys])
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     budget = cfg.minutes * 60
@@ -151,12 +160,12 @@ def train_compact(
         n_neg = sum(rng.random() < cfg.p_negative for _ in range(cfg.batch_size)) if negatives else 0
         pos = [positives[rng.randrange(len(positives))] for _ in range(cfg.batch_size - n_neg)]
         neg = [negatives[rng.randrange(len(negatives))] for _ in range(n_neg)]
-        f = torch.stack([feats[p[0]] for p in pos] + [feats[n[0]] for n in neg]).float()
+        f = reduced[torch.tensor([row[p[0]] for p in pos] + [row[n[0]] for n in neg])].float()
         # Random horizontal flips would swap "left" and "right": no flips.
         tgt = torch.from_numpy(np.stack([p[1] for p in pos] + [np.zeros((64, 64), np.float32)] * n_neg))[:, None]
         txt = torch.stack([text_emb[rng.choice(p[2])] for p in pos] + [text_emb[rng.choice(n[1])] for n in neg])
         present = torch.tensor([1.0] * len(pos) + [0.0] * n_neg)
-        logits = net.head(net.trunk(f, txt))
+        logits = net.belief(f, txt)
         # The presence head is fitted on its own afterwards (fit_presence), class-balanced.
         loss, dice = belief_loss(logits, tgt, present)
         opt.zero_grad(set_to_none=True)
@@ -181,6 +190,28 @@ def train_compact(
         f"{presence['train_absent_said_no']:.1%} of absent and out-of-domain queries (training pairs)"
     )
     return save_net(net, out_dir / "compact_policy.pt", steps=step, config=asdict(cfg), presence=presence)
+
+
+def fit_reduction(net, feats: dict, seed: int, pixels_per_image: int = 256) -> float:
+    """Set `net.reduce` to the whitened leading principal components of the training
+    embeddings (`pixels_per_image` seeded pixels of each image). -> share of variance kept."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.cat(
+        [
+            f.float().flatten(1)[:, torch.randint(0, f[0].numel(), (pixels_per_image,), generator=gen)].T
+            for f in feats.values()
+        ]
+    )
+    mean = X.mean(0)
+    eigval, eigvec = torch.linalg.eigh(torch.cov((X - mean).T))
+    eigval, eigvec = eigval.flip(0).clamp(min=1e-6), eigvec.flip(1)
+    r = net.reduce_weight.shape[0]
+    weight = eigvec[:, :r].T / eigval[:r].sqrt()[:, None]
+    net.reduce_weight.copy_(weight)
+    net.reduce_bias.copy_(-(weight @ mean))
+    return float(eigval[:r].sum() / eigval.sum())
 
 
 def ood_queries_per_image(positives, per_image: int, seed: int) -> dict:

@@ -105,7 +105,8 @@ def test_click_distribution_respects_the_mask():
 
 
 def test_rl_stage_raises_the_expected_reward(trained, demo_samples, tmp_path):
-    """A short seeded GRPO run from the shipped SFT+RL weights on the demo raises the policy's
+    """A short seeded GRPO run (the policy-gradient term alone, no SFT anchor) from the shipped
+    weights on the demo raises the policy's
     exact expected S_click on the first step (the sum over all 4,096 cells of p(click) x (+1
     inside the target, -1 outside)), and the weights reload as a policy. (The few-second SFT
     of the fixture is too weak a start: from a belief that misses every target, the other
@@ -133,7 +134,7 @@ def test_rl_stage_raises_the_expected_reward(trained, demo_samples, tmp_path):
         return float((probs * sign).sum(1).mean())
 
     before = expected_click_reward(load_net(weights))
-    cfg = CompactRLConfig(minutes=5, max_steps=15, states_per_step=4, lr=1e-4, max_prefix=0)
+    cfg = CompactRLConfig(minutes=5, max_steps=15, states_per_step=4, lr=1e-4, max_prefix=0, sft_weight=0.0)
     rl_weights = train_compact_rl(load_net(weights), pos, feats, text_emb, tmp_path, cfg)
     after = expected_click_reward(load_net(rl_weights))
     assert after > before + 0.02, (before, after)
@@ -218,3 +219,38 @@ def test_query_embedding_reuses_known_texts():
     )
     assert out["Segment the liver."] == "kept" and out["Is there a spleen?"].shape[-1] == 384
     assert logged == ["embedding 1 query texts with MiniLM"]
+
+
+def test_reduction_is_whitened_pca_of_the_training_embeddings(trained, demo_samples):
+    """`fit_reduction` makes `net.reduce` map the training embeddings onto their leading
+    principal components with zero mean and unit variance, keeping most of the variance; the
+    saved weights carry the same projection and `forward` applies it to full embeddings."""
+    import torch
+
+    from ibisagent.policies.compact import build_net, load_net
+    from ibisagent.train.compact import build_examples, fit_reduction
+
+    weights, emb_files = trained
+    _, _, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
+    net = build_net(hidden=16, reduce=8)
+    kept = fit_reduction(net, feats, seed=0)
+    assert 0.3 < kept < 1.0
+    with torch.no_grad():
+        z = torch.cat([net.reduce(f.float()[None]) for f in feats.values()])
+    per_component = z.transpose(0, 1).flatten(1)
+    assert per_component.mean(1).abs().max() < 0.15 and (per_component.std(1) - 1).abs().max() < 0.15
+    shipped = load_net(weights)
+    assert shipped.reduce_weight.shape == (64, 256) and shipped.reduce_weight.abs().sum() > 0
+    f, t = next(iter(feats.values())).float()[None], torch.zeros(1, 384)
+    with torch.no_grad():
+        assert torch.allclose(shipped(f, t)[0], shipped.belief(shipped.reduce(f), t))
+
+
+def test_training_keeps_freed_memory_in_the_heap_on_linux():
+    """On Linux/glibc the compact trainer turns off mmap-per-block allocation (which made the
+    kernel zero gigabytes per step); elsewhere the call is a harmless no-op."""
+    import platform
+
+    from ibisagent.train.memory import reuse_freed_memory
+
+    assert reuse_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
