@@ -22,7 +22,8 @@ def run_compact_training(
     rl_minutes: float = 0.0,
 ):
     """SFT for `minutes`, then (rl_minutes > 0) the GRPO stage; held-out episodes of every
-    stage next to a text-free baseline; installs the last stage's weights."""
+    stage next to text-free baselines; installs the stage with the higher held-out mean IoU
+    (named in the report's "installed"; a choice between two on the split that reports them)."""
     from ibisagent.policies.compact import WEIGHTS, load_net
     from ibisagent.train.compact import (
         CompactTrainConfig,
@@ -81,10 +82,11 @@ def run_compact_training(
                 f"{name}: stops with 'no' on {absent['stop_no_accuracy']:.1%} of {absent['n']} absent targets; "
                 f"stops without a click on {unknown['no_click']:.1%} of {unknown['n']} out-of-domain queries"
             )
+    report["installed"] = max(stages, key=lambda name: report["results"][name]["mean_iou"])
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
     if install:
         WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(list(stages.values())[-1], WEIGHTS)
+        shutil.copyfile(stages[report["installed"]], WEIGHTS)
         shutil.copyfile(out / "report.json", WEIGHTS.parent / "compact_report.json")
-        console.print(f"installed as the default policy: {WEIGHTS}")
+        console.print(f"installed the {report['installed']} stage as the default policy: {WEIGHTS}")
     return report
