@@ -42,8 +42,8 @@ def build_net(hidden: int = 64, text_dim: int = 384, reduce: int = 64):
 
     The 256-channel embedding first goes through a frozen 1 x 1 projection onto its `reduce`
     leading principal components (set by `train.compact.fit_reduction`): training then reads
-    precomputed reduced maps, a quarter of the memory traffic, so it runs twice the steps
-    per CPU minute, and the belief net was short of steps, not of data."""
+    precomputed reduced maps, a quarter of the memory traffic, and takes about twice the
+    steps per CPU minute."""
     import torch
     from torch import nn
 

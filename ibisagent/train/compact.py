@@ -42,6 +42,8 @@ class CompactTrainConfig:
     absent_per_image: int = 6  # absent-target negatives per training image
     ood_per_image: int = 2  # out-of-domain queries per training image (presence head)
     presence_epochs: int = 30
+    shift_cells: int = 4  # augmentation: random translation of map and target, up to this many cells
+    channel_dropout: float = 0.1  # augmentation: drop whole principal-component channels
 
 
 def pooled_target(target256: np.ndarray) -> np.ndarray:
@@ -161,8 +163,8 @@ def train_compact(
         pos = [positives[rng.randrange(len(positives))] for _ in range(cfg.batch_size - n_neg)]
         neg = [negatives[rng.randrange(len(negatives))] for _ in range(n_neg)]
         f = reduced[torch.tensor([row[p[0]] for p in pos] + [row[n[0]] for n in neg])].float()
-        # Random horizontal flips would swap "left" and "right": no flips.
         tgt = torch.from_numpy(np.stack([p[1] for p in pos] + [np.zeros((64, 64), np.float32)] * n_neg))[:, None]
+        f, tgt = augment(f, tgt, cfg.shift_cells, cfg.channel_dropout, rng)
         txt = torch.stack([text_emb[rng.choice(p[2])] for p in pos] + [text_emb[rng.choice(n[1])] for n in neg])
         present = torch.tensor([1.0] * len(pos) + [0.0] * n_neg)
         logits = net.belief(f, txt)
@@ -190,6 +192,28 @@ def train_compact(
         f"{presence['train_absent_said_no']:.1%} of absent and out-of-domain queries (training pairs)"
     )
     return save_net(net, out_dir / "compact_policy.pt", steps=step, config=asdict(cfg), presence=presence)
+
+
+def augment(reduced, target, shift: int, channel_dropout: float, rng: random.Random):
+    """Regularise the belief net (it overfits 1,300 targets): translate each map and its target
+    together by up to `shift` cells (zeros, the whitened mean, fill the gap) and drop whole
+    channels. reduced B x C x 64 x 64, target B x 1 x 64 x 64 -> the same shapes. No flips:
+    they would swap "left" and "right"."""
+    import torch
+    import torch.nn.functional as F
+
+    if shift > 0:
+        both = F.pad(torch.cat([reduced, target], 1), (shift,) * 4)
+        n = reduced.shape[-1]
+        crops = []
+        for item in both:
+            dy, dx = rng.randint(0, 2 * shift), rng.randint(0, 2 * shift)
+            crops.append(item[:, dy : dy + n, dx : dx + n])
+        both = torch.stack(crops)
+        reduced, target = both[:, :-1], both[:, -1:]
+    if channel_dropout > 0:
+        reduced = F.dropout2d(reduced, channel_dropout, training=True)
+    return reduced, target
 
 
 def fit_reduction(net, feats: dict, seed: int, pixels_per_image: int = 256) -> float:

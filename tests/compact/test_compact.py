@@ -254,3 +254,27 @@ def test_training_keeps_freed_memory_in_the_heap_on_linux():
     from ibisagent.train.memory import reuse_freed_memory
 
     assert reuse_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_augmentation_moves_map_and_target_together_and_drops_channels():
+    """`augment` translates each embedding map and its target by the same offset (within
+    `shift` cells, zero fill) and drops whole channels; shapes are kept."""
+    import random
+
+    import torch
+
+    from ibisagent.train.compact import augment
+
+    reduced, target = torch.zeros(6, 8, 64, 64), torch.zeros(6, 1, 64, 64)
+    reduced[:, :, 30:34, 20:24], target[:, :, 30:34, 20:24] = 5.0, 1.0
+    moved, moved_target = augment(reduced, target, shift=4, channel_dropout=0.0, rng=random.Random(3))
+    assert moved.shape == reduced.shape and moved_target.shape == target.shape
+    offsets = set()
+    for m, t in zip(moved, moved_target):
+        ys, xs = torch.nonzero(t[0], as_tuple=True)
+        assert torch.equal(m[0] > 0, t[0] > 0) and len(ys) == 16
+        offsets.add((ys.min().item() - 30, xs.min().item() - 20))
+    assert len(offsets) > 1 and all(abs(dy) <= 4 and abs(dx) <= 4 for dy, dx in offsets)
+    dropped, _ = augment(torch.ones(4, 32, 64, 64), target[:4], shift=0, channel_dropout=0.5, rng=random.Random(0))
+    zero_channels = (dropped.abs().sum((2, 3)) == 0).float().mean()
+    assert 0.2 < zero_channels < 0.8
