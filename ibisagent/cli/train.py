@@ -140,7 +140,7 @@ def train_compact_cmd(
     stage and reports mean IoU per category and modality next to text-free baselines (centre
     click, largest salient region). --install ships the stage with the higher held-out mean IoU.
 
-    The defaults are the shipped recipe (about 60 minutes on 2 CPU cores with an empty embedding cache, 49 with it).
+    The defaults are the shipped recipe (about 60 minutes on 2 CPU cores with an empty embedding cache, 48 with it).
 
     Example: ibisagent train compact ../shared/data --minutes 36 --rl-minutes 10 --install
     """
