@@ -2,7 +2,7 @@
 `ibisagent train compact`, re-runnable for any weights file).
 
     python bench/eval_compact_heldout.py ../shared/data --weights ibisagent/policies/weights/compact_policy.pt \
-        [--absent-only | --present-only] [--max-steps 20] [--patience K]
+        [--absent-only | --present-only] [--max-steps 20] [--patience K] [--click-margin M] [--split val]
 
 Same split by image as `train compact` (15% held out); embeddings from its disk cache. Prints mean
 IoU per category on present targets, the share of absent-target questions (a structure that
@@ -26,24 +26,37 @@ def main() -> None:
     ap.add_argument("--absent-only", action="store_true")
     ap.add_argument("--present-only", action="store_true")
     ap.add_argument("--patience", type=int, default=None, help="the policy's patience (default: its own)")
+    ap.add_argument("--click-margin", type=float, default=None, help="the policy's click margin (default: its own)")
+    ap.add_argument(
+        "--split",
+        choices=["heldout", "val"],
+        default="heldout",
+        help="heldout: the split train compact reports; val: the validation images of bench/compact_variants.py "
+        "(training images of the full run: use it with weights trained by that script)",
+    )
+    ap.add_argument("--val", type=int, default=10, help="percent of images after the held-out ones (--split val)")
     from ibisagent.train import DEFAULT_CACHE_DIR
 
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = ap.parse_args()
 
     from ibisagent.cli.train import collect_pairs
-    from ibisagent.data.splits import split_by_image
+    from ibisagent.data.splits import image_bucket, split_by_image
     from ibisagent.train.compact import evaluate_absent, evaluate_compact, evaluate_unknown_queries
     from ibisagent.train.embedding_cache import cache_path
 
-    _, held = split_by_image(collect_pairs(args.data), args.heldout)
+    train, held = split_by_image(collect_pairs(args.data), args.heldout)
+    if args.split == "val":
+        held = [s for s in train if image_bucket(s) < args.heldout + args.val]
     emb_files = {s.image: cache_path(args.cache_dir, s.image) for s in held}
     emb_files = {k: v for k, v in emb_files.items() if v.exists()}
     for w in args.weights:
         spec = f"compact:{w}"
         out = {"weights": w}
         if not args.absent_only:
-            kwargs = {} if args.patience is None else {"patience": args.patience}
+            kwargs = {
+                k: v for k, v in (("patience", args.patience), ("click_margin", args.click_margin)) if v is not None
+            }
             res = evaluate_compact(spec, held, emb_files, args.max_steps, policy_kwargs=kwargs)
             out |= {
                 k: res[k]

@@ -1,0 +1,94 @@
+"""Compare belief-net variants of the compact policy on a validation split carved from the
+*training* images, so the held-out split that `train compact` reports stays untouched.
+
+    python bench/compact_variants.py ../shared/data --minutes 10 --dilations 1,1,1,1 1,2,4,8
+
+Images in hash buckets [heldout, heldout + val) (`data.splits.image_bucket`) are the validation
+images; each variant trains its SFT stage for `--minutes` on the rest, then prints one JSON line:
+its belief-map IoU on the validation targets (thresholded 64 x 64 belief vs the reference mask in
+the tool's 256 x 256 frame, every query text of a target) and the mean IoU of whole episodes from
+the referring query (the figure `train compact` reports), per category.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def belief_iou(weights: Path, positives, feats, text_emb) -> dict:
+    """Mean IoU of the thresholded belief map over every (target, query text) of `positives`."""
+    import torch
+    import torch.nn.functional as F
+
+    from ibisagent.policies.compact import load_net
+
+    net = load_net(weights)
+    ious = []
+    with torch.inference_mode():
+        for key, _, texts, t256 in positives:
+            logits = net.belief(
+                net.reduce(feats[key].float()[None]).expand(len(texts), -1, -1, -1),
+                torch.stack([text_emb[t] for t in texts]),
+            )
+            pred = F.interpolate(logits, size=(256, 256), mode="bilinear", align_corners=False)[:, 0] > 0
+            gt = torch.from_numpy(t256)[None]
+            inter, union = (pred & gt).sum((1, 2)).float(), (pred | gt).sum((1, 2)).float()
+            ious.extend((inter / union.clamp(min=1)).tolist())
+    return {"belief_iou": float(np.mean(ious)), "n_queries": len(ious)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", nargs="+", type=Path)
+    ap.add_argument("--minutes", type=float, default=10.0, help="SFT minutes per variant")
+    ap.add_argument("--dilations", nargs="+", default=["1,1,1,1", "1,2,4,8"], help="one variant per entry")
+    ap.add_argument("--heldout", type=int, default=15)
+    ap.add_argument("--val", type=int, default=10, help="percent of images (after the held-out ones) for validation")
+    ap.add_argument("--eval-steps", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=Path("runs/compact_variants"))
+    from ibisagent.train import DEFAULT_CACHE_DIR
+
+    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    args = ap.parse_args()
+
+    import torch
+
+    from ibisagent.data.splits import image_bucket
+    from ibisagent.train.compact import (
+        CompactTrainConfig,
+        build_examples,
+        embed_query_texts,
+        evaluate_compact,
+        train_compact,
+    )
+    from ibisagent.train.tool_pipeline import split_and_embed
+
+    _, train, _, emb_files = split_and_embed(args.data, args.heldout, args.cache_dir)
+    val = [s for s in train if image_bucket(s) < args.heldout + args.val]
+    fit = [s for s in train if image_bucket(s) >= args.heldout + args.val]
+    cfg0 = CompactTrainConfig()
+    pos, neg, feats, _ = build_examples(fit, emb_files, cfg0.query_variants, cfg0.seed, None, cfg0.absent_per_image)
+    vpos, _, vfeats, _ = build_examples(val, emb_files, cfg0.query_variants, cfg0.seed, None, 0)
+    text_emb = embed_query_texts(pos + vpos, neg)
+    print(f"{len(pos)} training targets, {len(vpos)} validation targets ({len(val)} pairs)", flush=True)
+    for spec in args.dilations:
+        dil = tuple(int(d) for d in spec.split(","))
+        cfg = CompactTrainConfig(minutes=args.minutes, dilations=dil)
+        out = args.out / ("dil" + "-".join(map(str, dil)))
+        weights = train_compact(pos, neg, feats, out, cfg, log=lambda m: None, text_emb=text_emb)
+        steps = torch.load(weights, map_location="cpu", weights_only=True)["steps"]
+        res = {"dilations": dil, "minutes": args.minutes, "steps": steps} | belief_iou(weights, vpos, vfeats, text_emb)
+        ep = evaluate_compact(f"compact:{weights}", val, emb_files, args.eval_steps)
+        res |= {
+            "episode_iou": ep["mean_iou"],
+            "per_category": {k: round(v["mean_iou"], 3) for k, v in ep["per_category"].items()},
+        }
+        print(json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()
