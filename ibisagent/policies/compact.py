@@ -36,9 +36,10 @@ def pool_features(feats):
     return torch.cat([feats.mean((2, 3)), feats.amax((2, 3))], 1)
 
 
-def build_net(hidden: int = 64, text_dim: int = 384, reduce: int = 64):
+def build_net(hidden: int = 64, text_dim: int = 384, reduce: int = 64, dilations: tuple[int, ...] = (1, 1, 1, 1)):
     """The belief network. forward(features B x 256 x 64 x 64, text B x 384) ->
-    (belief logits B x 1 x 64 x 64, presence logit B).
+    (belief logits B x 1 x 64 x 64, presence logit B). One FiLM block per entry of
+    `dilations` (3 x 3 convs with that dilation: (1, 2, 4, 8) sees 31 x 31 cells, all 1s 9 x 9).
 
     The 256-channel embedding first goes through a frozen 1 x 1 projection onto its `reduce`
     leading principal components (set by `train.compact.fit_reduction`): training then reads
@@ -48,9 +49,9 @@ def build_net(hidden: int = 64, text_dim: int = 384, reduce: int = 64):
     from torch import nn
 
     class FiLMBlock(nn.Module):
-        def __init__(self):
+        def __init__(self, dilation: int):
             super().__init__()
-            self.conv = nn.Conv2d(hidden, hidden, 3, padding=1)
+            self.conv = nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation)
             self.norm = nn.GroupNorm(8, hidden)
             self.film = nn.Linear(text_dim, 2 * hidden)
 
@@ -85,7 +86,7 @@ def build_net(hidden: int = 64, text_dim: int = 384, reduce: int = 64):
             self.register_buffer("reduce_weight", torch.eye(reduce, 256))
             self.register_buffer("reduce_bias", torch.zeros(reduce))
             self.proj = nn.Conv2d(reduce + 2, hidden, 1)  # + (x, y) coordinates: "left", "upper", ...
-            self.blocks = nn.ModuleList([FiLMBlock() for _ in range(4)])
+            self.blocks = nn.ModuleList([FiLMBlock(d) for d in dilations])
             self.head = nn.Conv2d(hidden, 1, 1)
             self.presence = PresenceHead()
             # Unit-norm MiniLM embeddings of the training queries (K x 384) and their texts: a query
@@ -128,7 +129,7 @@ def load_net(path: str | Path | None = None):
     arch = blob.get("arch", {})
     if arch.get("layout") != 3:
         raise IbisInputError(path, "compact weights of an older layout; retrain with: ibisagent train compact")
-    net = build_net(hidden=arch["hidden"], reduce=arch["reduce"])
+    net = build_net(hidden=arch["hidden"], reduce=arch["reduce"], dilations=tuple(arch.get("dilations", (1, 1, 1, 1))))
     net.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
     known = blob.get("known_queries") or {}
     net.known_texts, net.known_emb = list(known.get("texts", [])), known.get("emb", net.known_emb).float()
@@ -146,7 +147,12 @@ def save_net(net, path: Path, **meta) -> Path:
     buf = io.BytesIO()
     state = {k: v.half() for k, v in net.state_dict().items()}
     known = {"texts": list(net.known_texts), "emb": net.known_emb.half()}
-    arch = {"hidden": net.blocks[0].conv.in_channels, "reduce": net.reduce_weight.shape[0], "layout": 3}
+    arch = {
+        "hidden": net.blocks[0].conv.in_channels,
+        "reduce": net.reduce_weight.shape[0],
+        "dilations": [b.conv.dilation[0] for b in net.blocks],
+        "layout": 3,
+    }
     torch.save({"state_dict": state, "arch": arch, "known_queries": known, **meta}, buf)
     atomic_write_bytes(path, buf.getvalue())
     return path
@@ -172,6 +178,14 @@ def where(mask: np.ndarray) -> str:
     return " ".join(w for w in (v, h) if w) or "central"
 
 
+def policy_settings() -> dict:
+    """The default settings of `CompactPolicy` (stop and click rules), recorded in training reports."""
+    import inspect
+
+    params = inspect.signature(CompactPolicy.__init__).parameters
+    return {k: p.default for k, p in params.items() if k not in ("self", "weights")}
+
+
 class CompactPolicy(Policy):
     """See the module docstring. `stop_iou`: stop once the mask and the belief agree this well;
     `patience`: stop once that agreement has not improved on its best for this many clicks (the
@@ -181,6 +195,11 @@ class CompactPolicy(Policy):
     it names something the policy never learned: it stops at once and says "not found" (medical
     paraphrases of known targets score about 0.7 and above, everyday objects and nonsense 0.2 to
     0.55; see the README, "Compact policy, from the query alone").
+    `click_margin`: a belief-logit margin; clicks go only where the belief is confident (a positive
+    click where the logit exceeds +margin and the mask misses, a negative one where it is below
+    -margin and the mask covers), and the policy stops when no such disagreement is left: the
+    blurry rim of the belief is not worth a click. 0 = click at any disagreement with the
+    belief thresholded at 50%.
     One instance plays one episode at a time (`begin` resets the patience count), as
     `env.runner.run_episode`, the evaluation workers and the web app use it."""
 
@@ -193,12 +212,14 @@ class CompactPolicy(Policy):
         patience: int = 1,
         presence_threshold: float = 0.5,
         novelty_threshold: float = 0.6,
+        click_margin: float = 6.0,
     ):
         self.net = load_net(weights)
         self.stop_iou = stop_iou
         self.patience = patience
         self.presence_threshold = presence_threshold
         self.novelty_threshold = novelty_threshold
+        self.click_margin = click_margin
         self.tool = None
         self._belief_key = None
         self._best, self._stale = -1.0, 0
@@ -212,8 +233,10 @@ class CompactPolicy(Policy):
         self._belief_key = None
         self._best, self._stale = -1.0, 0
 
-    def belief(self, image: np.ndarray, query: str) -> tuple[np.ndarray, float]:
-        """(H x W bool belief of the target, presence probability), cached per (image, query)."""
+    def belief(self, image: np.ndarray, query: str) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """(belief of the target, presence probability, surely inside, surely outside), cached per
+        (image, query). The masks are H x W bool: belief logit above 0, above +click_margin, below
+        -click_margin."""
         import torch
 
         from ibisagent.policies.text_encoder import embed_texts
@@ -226,7 +249,10 @@ class CompactPolicy(Policy):
         if self._belief_key != key:
             with torch.inference_mode():
                 logits, presence = self.net(emb.features.float(), embed_texts([query]))
-            self._belief = (belief_mask(logits, emb), float(torch.sigmoid(presence[0])))
+            target = belief_mask(logits, emb)
+            m = self.click_margin
+            inside, outside = (belief_mask(logits - m, emb), ~belief_mask(logits + m, emb)) if m else (target, ~target)
+            self._belief = (target, float(torch.sigmoid(presence[0])), inside, outside)
             self._belief_key = key
         return self._belief
 
@@ -251,7 +277,7 @@ class CompactPolicy(Policy):
                 "stop",
                 answer="Not found: the query names nothing this policy knows, so no mask is given (low confidence).",
             )
-        target, p_present = self.belief(obs.original, obs.query)
+        target, p_present, inside, outside = self.belief(obs.original, obs.query)
         H, W = target.shape
         if p_present < self.presence_threshold:
             return format_response(
@@ -271,10 +297,13 @@ class CompactPolicy(Policy):
         agree = iou(obs.mask, target)
         if obs.mask.any():
             self._best, self._stale = (agree, 0) if agree > self._best + 0.005 else (self._best, self._stale + 1)
-        click = next_click(obs.mask, target)
+        # Disagreements only where the belief is sure: the mask minus the surely-outside part,
+        # plus the surely-inside part (with no mask yet and nothing sure, the belief itself).
+        sure = (obs.mask & ~outside) | inside if (obs.mask.any() or inside.any()) else target
+        click = next_click(obs.mask, sure)
         if click is None or (obs.mask.any() and agree >= self.stop_iou):
             return format_response(
-                f"{seen} The mask now matches it (overlap {agree:.2f}), so I stop.",
+                f"{seen} The mask now matches it (overlap {agree:.2f}){' wherever I am sure' if self.click_margin else ''}, so I stop.",
                 "stop",
                 answer="Yes, the target is segmented.",
             )

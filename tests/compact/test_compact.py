@@ -184,7 +184,7 @@ def test_patience_stops_when_clicks_stop_helping(trained):
     policy = make_policy(f"compact:{weights}", patience=1, novelty_threshold=0.0)
     target = np.zeros((64, 64), bool)
     target[10:50, 10:50] = True
-    policy.belief = lambda image, query: (target, 0.9)
+    policy.belief = lambda image, query: (target, 0.9, target, ~target)
     half = np.zeros_like(target)
     half[10:50, 10:30] = True
     policy.begin("q")
@@ -197,6 +197,29 @@ def test_patience_stops_when_clicks_stop_helping(trained):
     assert act(half, 2).is_click  # first mask: agreement 0.5, a new best
     last = act(half, 3)  # the click changed nothing
     assert last.kind == "stop" and "has not come closer" in last.think
+
+
+def test_click_margin_leaves_the_uncertain_rim_of_the_belief_alone(trained):
+    """A mask covering the belief's sure core: with a margin the policy stops, without one it
+    clicks into the rim (belief above 50% but not sure)."""
+    from ibisagent.env.env import Observation
+    from ibisagent.env.protocol import parse_response
+    from ibisagent.policies import make_policy
+
+    weights, _ = trained
+    target, core = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    target[10:50, 10:50] = True
+    core[20:40, 20:40] = True
+    obs = Observation(np.zeros((64, 64, 3), np.uint8), core, "", "q", 2, [], np.zeros((64, 64, 3), np.uint8))
+    actions = {}
+    for margin in (0.0, 2.0):
+        policy = make_policy(f"compact:{weights}", patience=0, novelty_threshold=0.0, click_margin=margin)
+        surely_in = core if margin else target
+        policy.belief = lambda image, query, surely_in=surely_in: (target, 0.9, surely_in, ~target)
+        policy.begin("q")
+        actions[margin] = parse_response(policy.act(obs, None))
+    assert actions[0.0].is_click and actions[0.0].kind == "positive"
+    assert actions[2.0].kind == "stop" and "wherever I am sure" in actions[2.0].think
 
 
 def test_heldout_unknown_query_evaluation_counts_one_episode_per_image_and_query(trained, demo_samples):
@@ -278,3 +301,31 @@ def test_augmentation_moves_map_and_target_together_and_drops_channels():
     dropped, _ = augment(torch.ones(4, 32, 64, 64), target[:4], shift=0, channel_dropout=0.5, rng=random.Random(0))
     zero_channels = (dropped.abs().sum((2, 3)) == 0).float().mean()
     assert 0.2 < zero_channels < 0.8
+
+
+def test_resume_reuses_trained_stages_and_records_the_policy_settings(trained, demo_dir, tmp_path):
+    """`train compact --resume` with both stages in --out trains nothing again: it re-measures
+    them with the current policy settings and writes the report."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ibisagent.cli.main import app
+    from ibisagent.policies.compact import policy_settings
+
+    weights, _ = trained
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("compact_policy.pt", "compact_policy_rl.pt"):
+        shutil.copyfile(weights, out / name)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    args = ["train", "compact", str(demo_dir), "--out", str(out), "--resume", "--heldout", "50", "--eval-steps", "2"]
+    r = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path / "emb")])
+    assert r.exit_code == 0, r.output
+    assert "reusing the SFT stage" in r.output and "reusing the GRPO stage" in r.output
+    assert {p.name: p.read_bytes() for p in out.glob("*.pt")} == before  # nothing retrained
+    assert not (out / "train_log.jsonl").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert report["resumed"] and report["policy_settings"] == policy_settings()
+    assert set(report["results"]) == {"sft", "sft+rl", "centre", "salient"}
