@@ -131,6 +131,13 @@ def train_compact_cmd(
         bool, typer.Option(help="Copy the weights and report into the package (the new default)")
     ] = False,
     seed: int = 0,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse the stages already trained in --out (compact_policy.pt, compact_policy_rl.pt): finish "
+            "a run that was cut short, or re-measure a run with the current policy settings"
+        ),
+    ] = False,
 ) -> None:
     """Train the compact text-to-click policy (the default of `segment`) from image/mask pairs.
 
@@ -144,13 +151,13 @@ def train_compact_cmd(
 
     Example: ibisagent train compact ../shared/data --minutes 36 --rl-minutes 10 --install
     """
-    run_guarded(_train_compact, data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes)
+    run_guarded(_train_compact, data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume)
 
 
-def _train_compact(data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes):
+def _train_compact(data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume):
     from ibisagent.train.compact_pipeline import run_compact_training
 
-    run_compact_training(data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes)
+    run_compact_training(data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume)
 
 
 @app.command("rl")

@@ -20,11 +20,13 @@ def run_compact_training(
     install: bool,
     seed: int,
     rl_minutes: float = 0.0,
+    resume: bool = False,
 ):
     """SFT for `minutes`, then (rl_minutes > 0) the GRPO stage; held-out episodes of every
     stage next to text-free baselines; installs the stage with the higher held-out mean IoU
-    (named in the report's "installed"; a choice between two on the split that reports them)."""
-    from ibisagent.policies.compact import WEIGHTS, load_net
+    (named in the report's "installed"; a choice between two on the split that reports them).
+    `resume`: a stage whose weights are already in `out` is loaded, not trained again."""
+    from ibisagent.policies.compact import WEIGHTS, load_net, policy_settings
     from ibisagent.train.compact import (
         CompactTrainConfig,
         build_examples,
@@ -45,10 +47,17 @@ def run_compact_training(
     )
     console.print(f"{len(pos)} targets, {len(neg)} absent-target negatives, {skipped} skipped")
     text_emb = embed_query_texts(pos, neg, log=console.print)
-    weights = train_compact(pos, neg, feats, out, cfg, log=console.print, text_emb=text_emb)
+    weights, rl_weights = out / "compact_policy.pt", out / "compact_policy_rl.pt"
+    if resume and weights.exists():
+        console.print(f"reusing the SFT stage {weights}")
+    else:
+        weights = train_compact(pos, neg, feats, out, cfg, log=console.print, text_emb=text_emb)
     stages = {"sft": weights}
     rl_cfg = CompactRLConfig(minutes=rl_minutes, seed=seed)
-    if rl_minutes > 0:
+    if rl_minutes > 0 and resume and rl_weights.exists():
+        console.print(f"reusing the GRPO stage {rl_weights}")
+        stages["sft+rl"] = rl_weights
+    elif rl_minutes > 0:
         stages["sft+rl"] = train_compact_rl(load_net(weights), pos, feats, text_emb, out, rl_cfg, log=console.print)
     report = {
         "train_targets": len(pos),
@@ -56,6 +65,8 @@ def run_compact_training(
         "skipped": skipped,
         "heldout_pairs": len(held),
         "config": cfg.__dict__,
+        "resumed": resume,
+        "policy_settings": policy_settings(),
         "rl_config": rl_cfg.__dict__ if rl_minutes > 0 else None,
         "results": {},
     }
