@@ -301,9 +301,16 @@ class CompactPolicy(Policy):
         # plus the surely-inside part (with no mask yet and nothing sure, the belief itself).
         sure = (obs.mask & ~outside) | inside if (obs.mask.any() or inside.any()) else target
         click = next_click(obs.mask, sure)
+        if click is None and self.click_margin and agree < self.stop_iou:
+            return format_response(
+                f"{seen} The mask (overlap {agree:.2f}) differs from it only along its uncertain rim, where I am not "
+                "sure enough to click, so I stop.",
+                "stop",
+                answer="Yes, the target is segmented.",
+            )
         if click is None or (obs.mask.any() and agree >= self.stop_iou):
             return format_response(
-                f"{seen} The mask now matches it (overlap {agree:.2f}){' wherever I am sure' if self.click_margin else ''}, so I stop.",
+                f"{seen} The mask now matches it (overlap {agree:.2f}), so I stop.",
                 "stop",
                 answer="Yes, the target is segmented.",
             )
