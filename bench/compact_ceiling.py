@@ -1,0 +1,86 @@
+"""What bounds the compact policy: its belief map, or its clicking and stopping?
+
+    python bench/compact_ceiling.py ../shared/data [--weights PATH] [--steps 12] [--click-margin 0]
+
+On the held-out split of `train compact`, from the referring query, runs every episode without
+early stopping (no patience, no agreement stop) for `--steps` actions and prints mean IoU (overall
+and per category) of: the thresholded belief map itself; the mask after click k; and the best mask
+of each episode chosen with the reference (an oracle stop, which no stop rule can beat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", nargs="+", type=Path)
+    ap.add_argument("--weights", default="ibisagent/policies/weights/compact_policy.pt")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--click-margin", type=float, default=0.0)
+    ap.add_argument("--heldout", type=int, default=15)
+    from ibisagent.train import DEFAULT_CACHE_DIR
+
+    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    args = ap.parse_args()
+
+    from ibisagent.cli.train import collect_pairs
+    from ibisagent.data.queries import make_query
+    from ibisagent.data.splits import split_by_image
+    from ibisagent.data.structures import lookup
+    from ibisagent.env.env import IbisEnv
+    from ibisagent.env.rle import rle_decode
+    from ibisagent.env.runner import run_episode
+    from ibisagent.errors import IbisInputError
+    from ibisagent.eval.metrics import iou
+    from ibisagent.policies.compact import CompactPolicy
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.train.embedding_cache import cache_path
+    from ibisagent.train.tool_eval import prime_cache
+
+    _, held = split_by_image(collect_pairs(args.data), args.heldout)
+    tool = LiteMedSAMTool(cache_entries=8)
+    env = IbisEnv(tool, max_steps=args.steps)
+    policy = CompactPolicy(args.weights, stop_iou=1.01, patience=0, click_margin=args.click_margin)
+    rows = []
+    for s in held:
+        try:
+            image, gt = s.load()
+        except IbisInputError:
+            continue
+        ef = cache_path(args.cache_dir, s.image)
+        if ef.exists():
+            prime_cache(tool, image, ef)
+        query = make_query(s, "referring", seed=0).text
+        ep = run_episode(env, policy, image, query, gt)
+        belief = policy.belief(image, query)[0]
+        curve = [iou(rle_decode(st.mask), gt) for st in ep.steps if st.click is not None and st.mask is not None]
+        info = lookup(s.structure)
+        rows.append({"category": info.category if info else "other", "belief": iou(belief, gt), "curve": curve})
+
+    def summary(values) -> dict:
+        by_cat = defaultdict(list)
+        for r, v in zip(rows, values):
+            by_cat[r["category"]].append(v)
+        return {"mean_iou": round(float(np.mean(values)), 4)} | {
+            k: round(float(np.mean(v)), 3) for k, v in sorted(by_cat.items())
+        }
+
+    def after(curve, k):
+        return curve[min(k, len(curve)) - 1] if curve else 0.0
+
+    out = {"n": len(rows), "weights": args.weights, "belief_map": summary([r["belief"] for r in rows])}
+    for k in (1, 2, 3, 5, args.steps):
+        out[f"after_click_{k}"] = summary([after(r["curve"], k) for r in rows])
+    out["oracle_stop"] = summary([max(r["curve"], default=0.0) for r in rows])
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
