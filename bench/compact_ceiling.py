@@ -31,38 +31,25 @@ def main() -> None:
     args = ap.parse_args()
 
     from ibisagent.cli.train import collect_pairs
-    from ibisagent.data.queries import make_query
     from ibisagent.data.splits import split_by_image
     from ibisagent.data.structures import lookup
-    from ibisagent.env.env import IbisEnv
-    from ibisagent.env.rle import rle_decode
-    from ibisagent.env.runner import run_episode
-    from ibisagent.errors import IbisInputError
-    from ibisagent.eval.metrics import iou
+    from ibisagent.eval.metrics import iou, iou_at
     from ibisagent.policies.compact import CompactPolicy
-    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.train.compact import heldout_episodes
     from ibisagent.train.embedding_cache import cache_path
-    from ibisagent.train.tool_eval import prime_cache
 
     _, held = split_by_image(collect_pairs(args.data), args.heldout)
-    tool = LiteMedSAMTool(cache_entries=8)
-    env = IbisEnv(tool, max_steps=args.steps)
+    emb_files = {s.image: cache_path(args.cache_dir, s.image) for s in held}
+    emb_files = {k: v for k, v in emb_files.items() if v.exists()}
     policy = CompactPolicy(args.weights, stop_iou=1.01, patience=0, click_margin=args.click_margin)
     rows = []
-    for s in held:
-        try:
-            image, gt = s.load()
-        except IbisInputError:
+    for s, gt, ep in heldout_episodes(policy, held, emb_files, args.steps):
+        if gt is None:
             continue
-        ef = cache_path(args.cache_dir, s.image)
-        if ef.exists():
-            prime_cache(tool, image, ef)
-        query = make_query(s, "referring", seed=0).text
-        ep = run_episode(env, policy, image, query, gt)
-        belief = policy.belief(image, query)[0]
-        curve = [iou(rle_decode(st.mask), gt) for st in ep.steps if st.click is not None and st.mask is not None]
+        # The image is read again for its belief: the tool's cache still holds its embedding.
+        belief = policy.belief(s.load()[0], ep.query)[0]
         info = lookup(s.structure)
-        rows.append({"category": info.category if info else "other", "belief": iou(belief, gt), "curve": curve})
+        rows.append({"category": info.category if info else "other", "belief": iou(belief, gt), "curve": ep.iou_curve})
 
     def summary(values) -> dict:
         by_cat = defaultdict(list)
@@ -72,12 +59,9 @@ def main() -> None:
             k: round(float(np.mean(v)), 3) for k, v in sorted(by_cat.items())
         }
 
-    def after(curve, k):
-        return curve[min(k, len(curve)) - 1] if curve else 0.0
-
     out = {"n": len(rows), "weights": args.weights, "belief_map": summary([r["belief"] for r in rows])}
     for k in (1, 2, 3, 5, args.steps):
-        out[f"after_click_{k}"] = summary([after(r["curve"], k) for r in rows])
+        out[f"after_click_{k}"] = summary([iou_at(r["curve"], k) for r in rows])
     out["oracle_stop"] = summary([max(r["curve"], default=0.0) for r in rows])
     print(json.dumps(out, indent=1))
 

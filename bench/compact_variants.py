@@ -3,8 +3,7 @@
 
     python bench/compact_variants.py ../shared/data --minutes 10 --dilations 1,1,1,1 1,2,4,8
 
-Images in hash buckets [heldout, heldout + val) (`data.splits.image_bucket`) are the validation
-images; each variant trains its SFT stage for `--minutes` on the rest, then prints one JSON line:
+The validation images are `data.splits.validation_split` of the training images; each variant trains its SFT stage for `--minutes` on the rest, then prints one JSON line:
 its belief-map IoU on the validation targets (thresholded 64 x 64 belief vs the reference mask in
 the tool's 256 x 256 frame, every query text of a target) and the mean IoU of whole episodes from
 the referring query (the figure `train compact` reports), per category.
@@ -24,6 +23,7 @@ def belief_iou(weights: Path, positives, feats, text_emb) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from ibisagent.eval.metrics import iou
     from ibisagent.policies.compact import load_net
 
     net = load_net(weights)
@@ -34,10 +34,8 @@ def belief_iou(weights: Path, positives, feats, text_emb) -> dict:
                 net.reduce(feats[key].float()[None]).expand(len(texts), -1, -1, -1),
                 torch.stack([text_emb[t] for t in texts]),
             )
-            pred = F.interpolate(logits, size=(256, 256), mode="bilinear", align_corners=False)[:, 0] > 0
-            gt = torch.from_numpy(t256)[None]
-            inter, union = (pred & gt).sum((1, 2)).float(), (pred | gt).sum((1, 2)).float()
-            ious.extend((inter / union.clamp(min=1)).tolist())
+            pred = F.interpolate(logits, size=t256.shape, mode="bilinear", align_corners=False)[:, 0] > 0
+            ious.extend(iou(p.numpy(), t256) for p in pred)
     return {"belief_iou": float(np.mean(ious)), "n_queries": len(ious)}
 
 
@@ -57,7 +55,7 @@ def main() -> None:
 
     import torch
 
-    from ibisagent.data.splits import image_bucket
+    from ibisagent.data.splits import validation_split
     from ibisagent.train.compact import (
         CompactTrainConfig,
         build_examples,
@@ -68,8 +66,7 @@ def main() -> None:
     from ibisagent.train.tool_pipeline import split_and_embed
 
     _, train, _, emb_files = split_and_embed(args.data, args.heldout, args.cache_dir)
-    val = [s for s in train if image_bucket(s) < args.heldout + args.val]
-    fit = [s for s in train if image_bucket(s) >= args.heldout + args.val]
+    fit, val = validation_split(train, args.heldout, args.val)
     cfg0 = CompactTrainConfig()
     pos, neg, feats, _ = build_examples(fit, emb_files, cfg0.query_variants, cfg0.seed, None, cfg0.absent_per_image)
     vpos, _, vfeats, _ = build_examples(val, emb_files, cfg0.query_variants, cfg0.seed, None, 0)

@@ -41,13 +41,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from ibisagent.cli.train import collect_pairs
-    from ibisagent.data.splits import image_bucket, split_by_image
+    from ibisagent.data.splits import split_by_image, validation_split
     from ibisagent.train.compact import evaluate_absent, evaluate_compact, evaluate_unknown_queries
     from ibisagent.train.embedding_cache import cache_path
 
     train, held = split_by_image(collect_pairs(args.data), args.heldout)
     if args.split == "val":
-        held = [s for s in train if image_bucket(s) < args.heldout + args.val]
+        _, held = validation_split(train, args.heldout, args.val)
     emb_files = {s.image: cache_path(args.cache_dir, s.image) for s in held}
     emb_files = {k: v for k, v in emb_files.items() if v.exists()}
     for w in args.weights:

@@ -20,3 +20,13 @@ def split_by_image(samples: Iterable[Sample], heldout_percent: int = 15) -> tupl
     for s in samples:
         (held if image_bucket(s) < heldout_percent else train).append(s)
     return train, held
+
+
+def validation_split(train: Iterable[Sample], heldout_percent: int = 15, val_percent: int = 10):
+    """(fit, val) of the *training* samples of `split_by_image(..., heldout_percent)`: images in
+    hash buckets [heldout_percent, heldout_percent + val_percent) are the validation images, for
+    choices that must not be tuned on the held-out split."""
+    fit, val = [], []
+    for s in train:
+        (val if image_bucket(s) < heldout_percent + val_percent else fit).append(s)
+    return fit, val

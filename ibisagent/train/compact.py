@@ -301,7 +301,8 @@ def heldout_episodes(
     """Yield (sample, reference mask or None, episode or the IbisInputError of an unreadable
     sample): one episode per query of each sample, on the shipped tool with the image embedding
     taken from the disk cache. `queries`: sample -> query texts; default its referring query
-    (seed 0)."""
+    (seed 0). `policy_spec`: a `make_policy` spec, or a policy instance (then `policy_kwargs`
+    is ignored)."""
     from ibisagent.data.queries import make_query
     from ibisagent.env.env import IbisEnv
     from ibisagent.env.runner import run_episode
@@ -311,7 +312,7 @@ def heldout_episodes(
 
     tool = LiteMedSAMTool(cache_entries=8)
     env = IbisEnv(tool, max_steps=max_steps)
-    policy = make_policy(policy_spec, **(policy_kwargs or {}))
+    policy = make_policy(policy_spec, **(policy_kwargs or {})) if isinstance(policy_spec, str) else policy_spec
     for s in samples:
         try:
             image, gt = s.load()

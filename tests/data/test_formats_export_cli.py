@@ -11,7 +11,7 @@ from ibisagent.cli.main import app
 from ibisagent.data.biomedparse import load_biomedparse
 from ibisagent.data.manifest import load_manifest
 from ibisagent.data.report import check_samples
-from ibisagent.data.splits import split_by_image
+from ibisagent.data.splits import split_by_image, validation_split
 from ibisagent.env.rle import rle_encode
 from ibisagent.io.images import load_mask
 
@@ -62,6 +62,9 @@ def test_splits_keep_images_together(shared_data):
     assert {s.image_key for s in train}.isdisjoint({s.image_key for s in test})
     assert 0.1 < len(test) / len(samples) < 0.3
     assert split_by_image(samples, 20)[1] == test
+    fit, val = validation_split(train, 20, 10)
+    assert {s.image_key for s in fit}.isdisjoint({s.image_key for s in val}) and len(fit) + len(val) == len(train)
+    assert 0.05 < len(val) / len(samples) < 0.15
 
 
 def test_cli_inspect_queries_export(demo_dir, tmp_path):
