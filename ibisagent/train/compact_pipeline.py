@@ -10,6 +10,13 @@ from ibisagent.io.images import atomic_write_bytes
 from ibisagent.train.tool_pipeline import _bar_run, console, split_and_embed
 
 
+def saved_setting(weights: Path, key: str) -> dict | None:
+    """The training settings `save_net` stored beside the weights ("config": SFT, "rl": GRPO)."""
+    import torch
+
+    return torch.load(weights, map_location="cpu", weights_only=True).get(key)
+
+
 def run_compact_training(
     data,
     out: Path,
@@ -64,10 +71,11 @@ def run_compact_training(
         "negatives": len(neg),
         "skipped": skipped,
         "heldout_pairs": len(held),
-        "config": cfg.__dict__,
+        # A reused stage was trained with the settings saved in its weights, not today's defaults.
+        "config": saved_setting(weights, "config") or cfg.__dict__,
         "resumed": resume,
         "policy_settings": policy_settings(),
-        "rl_config": rl_cfg.__dict__ if rl_minutes > 0 else None,
+        "rl_config": (saved_setting(stages["sft+rl"], "rl") or rl_cfg.__dict__) if "sft+rl" in stages else None,
         "results": {},
     }
     specs = {name: f"compact:{w}" for name, w in stages.items()} | {"centre": "centre", "salient": "salient"}

@@ -328,4 +328,5 @@ def test_resume_reuses_trained_stages_and_records_the_policy_settings(trained, d
     assert not (out / "train_log.jsonl").exists()
     report = json.loads((out / "report.json").read_text())
     assert report["resumed"] and report["policy_settings"] == policy_settings()
+    assert report["config"]["max_steps"] == 40  # the fixture's setting, saved in the reused weights
     assert set(report["results"]) == {"sft", "sft+rl", "centre", "salient"}
