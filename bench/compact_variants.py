@@ -1,9 +1,12 @@
 """Compare belief-net variants of the compact policy on a validation split carved from the
 *training* images, so the held-out split that `train compact` reports stays untouched.
 
-    python bench/compact_variants.py ../shared/data --minutes 10 --dilations 1,1,1,1 1,2,4,8
+    python bench/compact_variants.py ../shared/data --minutes 10 --variants '{}' '{"dilations": [1, 2, 4, 8]}'
 
-The validation images are `data.splits.validation_split` of the training images; each variant trains its SFT stage for `--minutes` on the rest, then prints one JSON line:
+A variant is a JSON object of `train.compact.CompactTrainConfig` fields that differ from the
+defaults ('{}' is the shipped recipe). The validation images are `data.splits.validation_split`
+of the training images; each variant trains its SFT stage for `--minutes` on the rest, then
+prints one JSON line:
 its belief-map IoU on the validation targets (thresholded 64 x 64 belief vs the reference mask in
 the tool's 256 x 256 frame, every query text of a target) and the mean IoU of whole episodes from
 the referring query (the figure `train compact` reports), per category.
@@ -39,11 +42,35 @@ def belief_iou(weights: Path, positives, feats, text_emb) -> dict:
     return {"belief_iou": float(np.mean(ious)), "n_queries": len(ious)}
 
 
+def variant_config(spec: str, minutes: float):
+    """A JSON object of CompactTrainConfig overrides -> (config, folder name such as
+    "dropout0.1" or "dilations1-2-4-8"; "default" for '{}'). Exits with a message on a bad spec."""
+    from dataclasses import fields
+
+    from ibisagent.train.compact import CompactTrainConfig
+
+    known = {f.name for f in fields(CompactTrainConfig)}
+    try:
+        overrides = json.loads(spec)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"variant {spec!r} is not JSON: {exc}") from None
+    if not isinstance(overrides, dict) or set(overrides) - known:
+        raise SystemExit(f"variant {spec!r}: give a JSON object of these fields: {', '.join(sorted(known))}")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    name = "_".join(k + ("-".join(map(str, v)) if isinstance(v, tuple) else str(v)) for k, v in overrides.items())
+    return CompactTrainConfig(**({"minutes": minutes} | overrides)), name or "default"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", nargs="+", type=Path)
     ap.add_argument("--minutes", type=float, default=10.0, help="SFT minutes per variant")
-    ap.add_argument("--dilations", nargs="+", default=["1,1,1,1", "1,2,4,8"], help="one variant per entry")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["{}"],
+        help="one variant per entry: a JSON object of CompactTrainConfig fields, e.g. '{\"dropout\": 0.1}'",
+    )
     ap.add_argument("--heldout", type=int, default=15)
     ap.add_argument("--val", type=int, default=10, help="percent of images (after the held-out ones) for validation")
     ap.add_argument("--eval-steps", type=int, default=20)
@@ -72,13 +99,12 @@ def main() -> None:
     vpos, _, vfeats, _ = build_examples(val, emb_files, cfg0.query_variants, cfg0.seed, None, 0)
     text_emb = embed_query_texts(pos + vpos, neg)
     print(f"{len(pos)} training targets, {len(vpos)} validation targets ({len(val)} pairs)", flush=True)
-    for spec in args.dilations:
-        dil = tuple(int(d) for d in spec.split(","))
-        cfg = CompactTrainConfig(minutes=args.minutes, dilations=dil)
-        out = args.out / ("dil" + "-".join(map(str, dil)))
-        weights = train_compact(pos, neg, feats, out, cfg, log=lambda m: None, text_emb=text_emb)
+    for spec in args.variants:
+        cfg, name = variant_config(spec, args.minutes)
+        weights = train_compact(pos, neg, feats, args.out / name, cfg, log=lambda m: None, text_emb=text_emb)
         steps = torch.load(weights, map_location="cpu", weights_only=True)["steps"]
-        res = {"dilations": dil, "minutes": args.minutes, "steps": steps} | belief_iou(weights, vpos, vfeats, text_emb)
+        res = {"variant": json.loads(spec), "minutes": args.minutes, "steps": steps}
+        res |= belief_iou(weights, vpos, vfeats, text_emb)
         ep = evaluate_compact(f"compact:{weights}", val, emb_files, args.eval_steps)
         res |= {
             "episode_iou": ep["mean_iou"],

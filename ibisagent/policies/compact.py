@@ -36,10 +36,17 @@ def pool_features(feats):
     return torch.cat([feats.mean((2, 3)), feats.amax((2, 3))], 1)
 
 
-def build_net(hidden: int = 64, text_dim: int = 384, reduce: int = 64, dilations: tuple[int, ...] = (1, 1, 1, 1)):
+def build_net(
+    hidden: int = 64,
+    text_dim: int = 384,
+    reduce: int = 64,
+    dilations: tuple[int, ...] = (1, 1, 1, 1),
+    dropout: float = 0.0,
+):
     """The belief network. forward(features B x 256 x 64 x 64, text B x 384) ->
     (belief logits B x 1 x 64 x 64, presence logit B). One FiLM block per entry of
-    `dilations` (3 x 3 convs with that dilation: (1, 2, 4, 8) sees 31 x 31 cells, all 1s 9 x 9).
+    `dilations` (3 x 3 convs with that dilation: (1, 2, 4, 8) sees 31 x 31 cells, all 1s 9 x 9);
+    `dropout`: spatial dropout of each block's output in training mode (no weights, not saved).
 
     The 256-channel embedding first goes through a frozen 1 x 1 projection onto its `reduce`
     leading principal components (set by `train.compact.fit_reduction`): training then reads
@@ -58,7 +65,8 @@ def build_net(hidden: int = 64, text_dim: int = 384, reduce: int = 64, dilations
         def forward(self, h, t):
             gamma, beta = self.film(t).chunk(2, dim=-1)
             y = self.norm(self.conv(h)) * (1 + gamma[..., None, None]) + beta[..., None, None]
-            return h + torch.relu(y)
+            y = torch.relu(y)
+            return h + (nn.functional.dropout2d(y, dropout, self.training) if dropout else y)
 
     class PresenceHead(nn.Module):
         """Is the queried target in the image at all? Absence here means the query names a body

@@ -45,6 +45,8 @@ class CompactTrainConfig:
     presence_epochs: int = 30
     shift_cells: int = 4  # augmentation: random translation of map and target, up to this many cells
     channel_dropout: float = 0.1  # augmentation: drop whole principal-component channels
+    feature_noise: float = 0.0  # augmentation: Gaussian noise of this std on the whitened components
+    dropout: float = 0.0  # spatial dropout of each FiLM block's output (training only)
 
 
 def pooled_target(target256: np.ndarray) -> np.ndarray:
@@ -143,7 +145,7 @@ def train_compact(
     text_emb = embed_query_texts(positives, negatives, log, extra_texts=ood_texts, known=text_emb)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    net = build_net(hidden=cfg.hidden, reduce=cfg.reduce, dilations=cfg.dilations)
+    net = build_net(hidden=cfg.hidden, reduce=cfg.reduce, dilations=cfg.dilations, dropout=cfg.dropout)
     explained = fit_reduction(net, feats, cfg.seed)
     log(f"embedding reduced to {cfg.reduce} principal components ({explained:.1%} of the variance)")
     keys = list(feats)
@@ -165,7 +167,7 @@ def train_compact(
         neg = [negatives[rng.randrange(len(negatives))] for _ in range(n_neg)]
         f = reduced[torch.tensor([row[p[0]] for p in pos] + [row[n[0]] for n in neg])].float()
         tgt = torch.from_numpy(np.stack([p[1] for p in pos] + [np.zeros((64, 64), np.float32)] * n_neg))[:, None]
-        f, tgt = augment(f, tgt, cfg.shift_cells, cfg.channel_dropout, rng)
+        f, tgt = augment(f, tgt, cfg.shift_cells, cfg.channel_dropout, rng, cfg.feature_noise)
         txt = torch.stack([text_emb[rng.choice(p[2])] for p in pos] + [text_emb[rng.choice(n[1])] for n in neg])
         present = torch.tensor([1.0] * len(pos) + [0.0] * n_neg)
         logits = net.belief(f, txt)
@@ -195,10 +197,11 @@ def train_compact(
     return save_net(net, out_dir / "compact_policy.pt", steps=step, config=asdict(cfg), presence=presence)
 
 
-def augment(reduced, target, shift: int, channel_dropout: float, rng: random.Random):
+def augment(reduced, target, shift: int, channel_dropout: float, rng: random.Random, noise: float = 0.0):
     """Regularise the belief net (it overfits 1,300 targets): translate each map and its target
     together by up to `shift` cells (zeros, the whitened mean, fill the gap) and drop whole
-    channels. reduced B x C x 64 x 64, target B x 1 x 64 x 64 -> the same shapes. No flips:
+    channels, then add Gaussian noise of std `noise` (the components are whitened: unit
+    variance). reduced B x C x 64 x 64, target B x 1 x 64 x 64 -> the same shapes. No flips:
     they would swap "left" and "right"."""
     import torch
     import torch.nn.functional as F
@@ -214,6 +217,9 @@ def augment(reduced, target, shift: int, channel_dropout: float, rng: random.Ran
         reduced, target = both[:, :-1], both[:, -1:]
     if channel_dropout > 0:
         reduced = F.dropout2d(reduced, channel_dropout, training=True)
+    if noise > 0:
+        # torch's global generator: seeded by train_compact (torch.manual_seed(cfg.seed))
+        reduced = reduced + noise * torch.randn_like(reduced)
     return reduced, target
 
 

@@ -303,6 +303,28 @@ def test_augmentation_moves_map_and_target_together_and_drops_channels():
     assert 0.2 < zero_channels < 0.8
 
 
+def test_feature_noise_and_block_dropout_act_in_training_only():
+    """`feature_noise` adds noise of that std to the whitened components; the FiLM blocks'
+    `dropout` changes the belief in training mode and not at all in eval mode (inference)."""
+    import random
+
+    import torch
+
+    from ibisagent.policies.compact import build_net
+    from ibisagent.train.compact import augment
+
+    torch.manual_seed(0)
+    reduced, target = torch.zeros(4, 8, 64, 64), torch.zeros(4, 1, 64, 64)
+    noisy, same_target = augment(reduced, target, 0, 0.0, random.Random(0), noise=0.5)
+    assert torch.equal(same_target, target) and abs(noisy.std().item() - 0.5) < 0.01
+    net = build_net(hidden=16, reduce=8, dropout=0.5)
+    x, text = torch.randn(2, 8, 64, 64), torch.randn(2, 384)
+    net.eval()
+    assert torch.equal(net.belief(x, text), net.belief(x, text))
+    net.train()
+    assert not torch.allclose(net.belief(x, text), net.belief(x, text))
+
+
 def test_resume_reuses_trained_stages_and_records_the_policy_settings(trained, demo_dir, tmp_path):
     """`train compact --resume` with both stages in --out trains nothing again: it re-measures
     them with the current policy settings and writes the report."""
