@@ -90,6 +90,7 @@ def main() -> None:
         evaluate_compact,
         train_compact,
     )
+    from ibisagent.train.compact_pipeline import mirrored_examples
     from ibisagent.train.tool_pipeline import split_and_embed
 
     _, train, _, emb_files = split_and_embed(args.data, args.heldout, args.cache_dir)
@@ -99,9 +100,14 @@ def main() -> None:
     vpos, _, vfeats, _ = build_examples(val, emb_files, cfg0.query_variants, cfg0.seed, None, 0)
     text_emb = embed_query_texts(pos + vpos, neg)
     print(f"{len(pos)} training targets, {len(vpos)} validation targets ({len(val)} pairs)", flush=True)
-    for spec in args.variants:
-        cfg, name = variant_config(spec, args.minutes)
-        weights = train_compact(pos, neg, feats, args.out / name, cfg, log=lambda m: None, text_emb=text_emb)
+    configs = [variant_config(spec, args.minutes) for spec in args.variants]
+    mpos, mfeats = mirrored_examples(fit, args.cache_dir, cfg0) if any(c.mirror for c, _ in configs) else ([], {})
+    text_emb = embed_query_texts(mpos, [], known=text_emb) if mpos else text_emb
+    for spec, (cfg, name) in zip(args.variants, configs):
+        train_pos, train_feats = (pos + mpos, feats | mfeats) if cfg.mirror else (pos, feats)
+        weights = train_compact(
+            train_pos, neg, train_feats, args.out / name, cfg, log=lambda m: None, text_emb=text_emb
+        )
         steps = torch.load(weights, map_location="cpu", weights_only=True)["steps"]
         res = {"variant": json.loads(spec), "minutes": args.minutes, "steps": steps}
         res |= belief_iou(weights, vpos, vfeats, text_emb)

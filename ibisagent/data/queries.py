@@ -251,6 +251,19 @@ def out_of_domain_queries(rng: random.Random, n: int, objects: tuple[str, ...] =
     return out
 
 
+def mirror_text(text: str) -> str:
+    """The query for the left-right mirrored image: "left" and "right" swapped (any case)."""
+    import re
+
+    swap = {"left": "right", "right": "left"}
+
+    def sub(m: re.Match) -> str:
+        word = swap[m.group(0).lower()]
+        return word.capitalize() if m.group(0)[0].isupper() else word
+
+    return re.sub(r"\b(left|right)\b", sub, text, flags=re.IGNORECASE)
+
+
 def build_queries(samples: Iterable[Sample], kinds: Iterable[str] = KINDS, seed: int = 0) -> list[tuple[Sample, Query]]:
     """Every applicable (sample, query) for `kinds`; refinement is skipped for negatives."""
     kinds = list(kinds)

@@ -47,6 +47,7 @@ class CompactTrainConfig:
     channel_dropout: float = 0.1  # augmentation: drop whole principal-component channels
     feature_noise: float = 0.0  # augmentation: Gaussian noise of this std on the whitened components
     dropout: float = 0.0  # spatial dropout of each FiLM block's output (training only)
+    mirror: bool = False  # also train on the training images mirrored left-right ("left"/"right" swapped)
 
 
 def pooled_target(target256: np.ndarray) -> np.ndarray:
@@ -76,10 +77,15 @@ def query_texts(sample, n: int) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
-def build_examples(samples, emb_files, n_variants: int, seed: int, progress=None, absent_per_image: int = 6):
+def build_examples(
+    samples, emb_files, n_variants: int, seed: int, progress=None, absent_per_image: int = 6, mirrored: bool = False
+):
     """(positives, negatives, features by file, skipped): positives are (feature key, 64 x 64
-    target, texts, 256 x 256 bool target); negatives (feature key, texts) for absent targets."""
-    from ibisagent.data.queries import absent_targets
+    target, texts, 256 x 256 bool target); negatives (feature key, texts) for absent targets.
+    `mirrored`: `emb_files` are the embeddings of the images mirrored left-right
+    (`embed_images(..., mirrored=True)`); the masks are mirrored and "left"/"right" swapped in
+    the query texts to match."""
+    from ibisagent.data.queries import absent_targets, mirror_text
     from ibisagent.train.embedding_cache import load_embedding
     from ibisagent.train.tool import target_in_frame
 
@@ -98,12 +104,13 @@ def build_examples(samples, emb_files, n_variants: int, seed: int, progress=None
         except IbisInputError:
             skipped += 1
             continue
-        t256 = target_in_frame(mask, tuple(e["input_size"]))
+        t256 = target_in_frame(mask[:, ::-1] if mirrored else mask, tuple(e["input_size"]))
         t = pooled_target(t256)
         if t.max() <= 0:
             skipped += 1
             continue
-        positives.append((ef, t, query_texts(s, n_variants), t256))
+        texts = query_texts(s, n_variants)
+        positives.append((ef, t, list(map(mirror_text, texts)) if mirrored else texts, t256))
         if progress:
             progress()
     negatives = []

@@ -17,6 +17,28 @@ def saved_setting(weights: Path, key: str) -> dict | None:
     return torch.load(weights, map_location="cpu", weights_only=True).get(key)
 
 
+def mirrored_examples(train, cache_dir: Path, cfg) -> tuple[list, dict]:
+    """(positives, features by file) of the training images mirrored left-right, embedded once
+    into the disk cache like the originals (`build_examples(..., mirrored=True)`)."""
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.train.compact import build_examples
+    from ibisagent.train.embedding_cache import embed_images
+
+    tool = LiteMedSAMTool(weights="original")
+    images = sorted({s.image for s in train})
+    files = _bar_run(
+        "embedding mirrored images (once, cached)",
+        len(images),
+        lambda adv: embed_images(tool, images, cache_dir, adv, mirrored=True),
+    )
+    pos, _, feats, _ = _bar_run(
+        "loading mirrored targets",
+        len(train),
+        lambda adv: build_examples(train, files, cfg.query_variants, cfg.seed, adv, 0, mirrored=True),
+    )
+    return pos, feats
+
+
 def run_compact_training(
     data,
     out: Path,
@@ -53,6 +75,11 @@ def run_compact_training(
         lambda adv: build_examples(train, emb_files, cfg.query_variants, seed, adv, cfg.absent_per_image),
     )
     console.print(f"{len(pos)} targets, {len(neg)} absent-target negatives, {skipped} skipped")
+    n_mirrored = 0
+    if cfg.mirror:
+        mpos, mfeats = mirrored_examples(train, cache_dir, cfg)
+        pos, feats, n_mirrored = pos + mpos, feats | mfeats, len(mpos)
+        console.print(f"+ {n_mirrored} targets on the images mirrored left-right")
     text_emb = embed_query_texts(pos, neg, log=console.print)
     weights, rl_weights = out / "compact_policy.pt", out / "compact_policy_rl.pt"
     if resume and weights.exists():
@@ -67,7 +94,8 @@ def run_compact_training(
     elif rl_minutes > 0:
         stages["sft+rl"] = train_compact_rl(load_net(weights), pos, feats, text_emb, out, rl_cfg, log=console.print)
     report = {
-        "train_targets": len(pos),
+        "train_targets": len(pos) - n_mirrored,
+        "mirrored_targets": n_mirrored,
         "negatives": len(neg),
         "skipped": skipped,
         "heldout_pairs": len(held),

@@ -9,18 +9,21 @@ from ibisagent.errors import IbisInputError
 from ibisagent.io.images import atomic_write_bytes
 
 
-def cache_path(cache_dir: Path, image_path: Path) -> Path:
-    """The cache file of an image, keyed by the file's bytes (a copied or re-mounted dataset,
-    whose paths or modification times change, still hits the cache)."""
+def cache_path(cache_dir: Path, image_path: Path, mirrored: bool = False) -> Path:
+    """The cache file of an image (or of its left-right mirror image), keyed by the file's bytes
+    (a copied or re-mounted dataset, whose paths or modification times change, still hits the cache)."""
     import hashlib
 
     digest = hashlib.sha1(image_path.read_bytes()).hexdigest()[:20]
-    return cache_dir / f"{digest}.pt"
+    return cache_dir / f"{digest}{'-mirrored' if mirrored else ''}.pt"
 
 
-def embed_images(tool, image_paths: list[Path], cache_dir: Path, progress=None) -> dict[Path, Path | str]:
+def embed_images(
+    tool, image_paths: list[Path], cache_dir: Path, progress=None, mirrored: bool = False
+) -> dict[Path, Path | str]:
     """Encode each image once (skipping those already cached); returns path -> cache file, or
-    path -> error text for an unreadable image (counted, not fatal)."""
+    path -> error text for an unreadable image (counted, not fatal). `mirrored`: encode each
+    image flipped left-right instead (training data for `CompactTrainConfig.mirror`)."""
     import torch
 
     from ibisagent.io.images import load_image
@@ -29,10 +32,11 @@ def embed_images(tool, image_paths: list[Path], cache_dir: Path, progress=None) 
     cache_dir.mkdir(parents=True, exist_ok=True)
     out: dict[Path, Path | str] = {}
     for p in image_paths:
-        dest = cache_path(cache_dir, p)
+        dest = cache_path(cache_dir, p, mirrored)
         if not dest.exists():
             try:
                 image = load_image(p)
+                image = image[:, ::-1].copy() if mirrored else image
             except IbisInputError as exc:
                 out[p] = str(exc)
                 if progress:

@@ -303,6 +303,36 @@ def test_augmentation_moves_map_and_target_together_and_drops_channels():
     assert 0.2 < zero_channels < 0.8
 
 
+def test_mirrored_examples_are_real_embeddings_of_the_flipped_image_with_sides_swapped(
+    trained, demo_samples, tool, tmp_path
+):
+    """`mirror`: the mirrored image is encoded for real (not a flipped embedding map), its
+    target is the reference flipped left-right inside the tool's frame, and "left"/"right"
+    trade places in every query text."""
+    import torch
+
+    from ibisagent.data.queries import mirror_text
+    from ibisagent.train.compact import build_examples
+    from ibisagent.train.embedding_cache import embed_images, load_embedding
+
+    assert mirror_text("Segment the Left ventricle, right of the bright leftover.") == (
+        "Segment the Right ventricle, left of the bright leftover."
+    )
+    _, emb_files = trained
+    images = sorted({s.image for s in demo_samples})
+    mirrored_files = embed_images(tool, images, tmp_path, mirrored=True)
+    assert all(f.name.endswith("-mirrored.pt") for f in mirrored_files.values())
+    pos, _, feats, _ = build_examples(demo_samples, emb_files, 1, 0, absent_per_image=0)
+    mpos, _, mfeats, _ = build_examples(demo_samples, mirrored_files, 1, 0, absent_per_image=0, mirrored=True)
+    assert len(mpos) == len(pos)
+    for p, m in zip(pos, mpos):
+        h, w = load_embedding(p[0])["input_size"]
+        assert np.array_equal(m[3][:h, :w], p[3][:h, :w][:, ::-1]) and not m[3][h:].any()
+        assert m[2] == [mirror_text(t) for t in p[2]]
+        assert not torch.equal(mfeats[m[0]], feats[p[0]])
+    assert any("left" in t for p in pos for t in p[2]), "the demo should hold a left/right target"
+
+
 def test_feature_noise_and_block_dropout_act_in_training_only():
     """`feature_noise` adds noise of that std to the whitened components; the FiLM blocks'
     `dropout` changes the belief in training mode and not at all in eval mode (inference)."""
