@@ -36,11 +36,10 @@ def main() -> None:
     from ibisagent.eval.metrics import iou, iou_at
     from ibisagent.policies.compact import CompactPolicy
     from ibisagent.train.compact import heldout_episodes
-    from ibisagent.train.embedding_cache import cache_path
+    from ibisagent.train.embedding_cache import cached_embeddings
 
     _, held = split_by_image(collect_pairs(args.data), args.heldout)
-    emb_files = {s.image: cache_path(args.cache_dir, s.image) for s in held}
-    emb_files = {k: v for k, v in emb_files.items() if v.exists()}
+    emb_files = cached_embeddings(held, args.cache_dir)
     policy = CompactPolicy(args.weights, stop_iou=1.01, patience=0, click_margin=args.click_margin)
     rows = []
     for s, gt, ep in heldout_episodes(policy, held, emb_files, args.steps):

@@ -43,13 +43,12 @@ def main() -> None:
     from ibisagent.cli.train import collect_pairs
     from ibisagent.data.splits import split_by_image, validation_split
     from ibisagent.train.compact import evaluate_absent, evaluate_compact, evaluate_unknown_queries
-    from ibisagent.train.embedding_cache import cache_path
+    from ibisagent.train.embedding_cache import cached_embeddings
 
     train, held = split_by_image(collect_pairs(args.data), args.heldout)
     if args.split == "val":
         _, held = validation_split(train, args.heldout, args.val)
-    emb_files = {s.image: cache_path(args.cache_dir, s.image) for s in held}
-    emb_files = {k: v for k, v in emb_files.items() if v.exists()}
+    emb_files = cached_embeddings(held, args.cache_dir)
     for w in args.weights:
         spec = f"compact:{w}"
         out = {"weights": w}

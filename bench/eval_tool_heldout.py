@@ -47,15 +47,14 @@ def main() -> None:
     from ibisagent.cli.train import collect_pairs
     from ibisagent.data.splits import split_by_image
     from ibisagent.tools.litemedsam import LiteMedSAMTool
-    from ibisagent.train.embedding_cache import cache_path
+    from ibisagent.train.embedding_cache import cached_embeddings
     from ibisagent.train.tool_eval import evaluate_tool
     from ibisagent.train.tool_pipeline import format_share
 
     _, held = split_by_image(collect_pairs(args.data), args.heldout)
     if args.components != "all":
         held = [s for s in held if (n_components(s) == 1) == (args.components == "single")]
-    emb_files = {s.image: cache_path(args.cache_dir, s.image) for s in held}
-    emb_files = {k: v for k, v in emb_files.items() if v.exists()}
+    emb_files = cached_embeddings(held, args.cache_dir)
     print(
         f"{len(held)} held-out pairs ({len(emb_files)} images with cached embeddings), up to {args.max_clicks} oracle clicks"
     )

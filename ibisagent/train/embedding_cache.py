@@ -18,6 +18,13 @@ def cache_path(cache_dir: Path, image_path: Path, mirrored: bool = False) -> Pat
     return cache_dir / f"{digest}{'-mirrored' if mirrored else ''}.pt"
 
 
+def cached_embeddings(samples, cache_dir: Path) -> dict[Path, Path]:
+    """Image path -> cache file for the images of `samples` already embedded in `cache_dir`
+    (for benches that read the cache `train tool` / `train compact` filled); others are left out."""
+    images = {s.image for s in samples}
+    return {p: f for p in images if (f := cache_path(cache_dir, p)).exists()}
+
+
 def embed_images(
     tool, image_paths: list[Path], cache_dir: Path, progress=None, mirrored: bool = False
 ) -> dict[Path, Path | str]:

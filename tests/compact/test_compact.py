@@ -313,7 +313,7 @@ def test_mirrored_examples_are_real_embeddings_of_the_flipped_image_with_sides_s
 
     from ibisagent.data.queries import mirror_text
     from ibisagent.train.compact import build_examples
-    from ibisagent.train.embedding_cache import embed_images, load_embedding
+    from ibisagent.train.embedding_cache import cached_embeddings, embed_images, load_embedding
 
     assert mirror_text("Segment the Left ventricle, right of the bright leftover.") == (
         "Segment the Right ventricle, left of the bright leftover."
@@ -322,6 +322,9 @@ def test_mirrored_examples_are_real_embeddings_of_the_flipped_image_with_sides_s
     images = sorted({s.image for s in demo_samples})
     mirrored_files = embed_images(tool, images, tmp_path, mirrored=True)
     assert all(f.name.endswith("-mirrored.pt") for f in mirrored_files.values())
+    # The benches' view of a cache: the originals only, never a mirror image
+    assert cached_embeddings(demo_samples, next(iter(emb_files.values())).parent) == emb_files
+    assert cached_embeddings(demo_samples, tmp_path) == {}
     pos, _, feats, _ = build_examples(demo_samples, emb_files, 1, 0, absent_per_image=0)
     mpos, _, mfeats, _ = build_examples(demo_samples, mirrored_files, 1, 0, absent_per_image=0, mirrored=True)
     assert len(mpos) == len(pos)
