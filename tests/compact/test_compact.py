@@ -385,3 +385,48 @@ def test_resume_reuses_trained_stages_and_records_the_policy_settings(trained, d
     assert report["resumed"] and report["policy_settings"] == policy_settings()
     assert report["config"]["max_steps"] == 40  # the fixture's setting, saved in the reused weights
     assert set(report["results"]) == {"sft", "sft+rl", "centre", "salient"}
+
+
+def test_precision_choice_and_bf16_belief_matches_fp32(trained):
+    """`precision`: "fp32" and "bf16" are taken as given, anything else is a clear error; the
+    trained belief under bfloat16 autocast (how "auto" trains on CPUs with native bf16) agrees
+    with its float32 belief on nearly every cell."""
+    import torch
+
+    from ibisagent.errors import IbisInputError
+    from ibisagent.policies.compact import load_net
+    from ibisagent.train.compact import use_bf16
+
+    assert use_bf16("bf16") and not use_bf16("fp32") and isinstance(use_bf16("auto"), bool)
+    with pytest.raises(IbisInputError, match="fp32"):
+        use_bf16("half")
+    weights, emb_files = trained
+    net = load_net(weights)
+    feats = torch.load(next(iter(emb_files.values())), weights_only=True)["features"].float()[None]
+    text = torch.randn(1, 384)
+    with torch.inference_mode():
+        fp32 = net.belief(net.reduce(feats), text)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = net.belief(net.reduce(feats), text).float()
+    assert ((fp32 > 0) == (bf16 > 0)).float().mean() > 0.97
+
+
+def test_ema_saves_the_averaged_weights(demo_samples, tmp_path, trained):
+    """`ema`: the saved weights are the moving average, not the last step's: with a decay of
+    almost 1 the average stays at the first step's weights, close to the initial ones, while
+    five steps of training alone move much further."""
+    import torch
+
+    from ibisagent.policies.compact import build_net, load_net
+    from ibisagent.train.compact import CompactTrainConfig, build_examples, train_compact
+
+    _, emb_files = trained
+    pos, neg, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
+    torch.manual_seed(0)
+    initial = build_net().proj.weight.detach().half().float()
+    moved = {}
+    for decay in (1 - 1e-9, 0.0):
+        cfg = CompactTrainConfig(minutes=1, max_steps=5, batch_size=4, ema=decay, presence_epochs=1)
+        weights = train_compact(pos, neg, feats, tmp_path / str(decay), cfg, log=lambda m: None)
+        moved[decay] = (load_net(weights).proj.weight - initial).norm().item()
+    assert 0 < moved[1 - 1e-9] < moved[0.0] / 2, moved

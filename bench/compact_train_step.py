@@ -1,0 +1,71 @@
+"""Time one supervised training step of the compact policy's belief net in float32 and under
+bfloat16 autocast (`CompactTrainConfig.precision`), on random inputs of the real shapes.
+
+    python bench/compact_train_step.py [--threads 2] [--steps 30] [--batch 32]
+
+Prints seconds per step for each precision and their ratio, and whether `precision="auto"`
+picks bfloat16 on this CPU (it does where AMX or AVX512-BF16 is present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+
+def step_seconds(bf16: bool, steps: int, batch: int) -> float:
+    import torch
+
+    from ibisagent.policies.compact import build_net
+    from ibisagent.train.compact import augment, belief_loss
+
+    torch.manual_seed(0)
+    net = build_net(hidden=64, reduce=64).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    feats, text = torch.randn(batch, 64, 64, 64), torch.randn(batch, 384)
+    target, present = (torch.rand(batch, 1, 64, 64) > 0.8).float(), torch.ones(batch)
+    rng, times = random.Random(0), []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        f, t = augment(feats, target, 4, 0.1, rng)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = net.belief(f, text).float()
+        loss, _ = belief_loss(logits, t, present)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[3:])[len(times[3:]) // 2]  # median, after warm-up
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    import torch
+
+    from ibisagent.train.compact import use_bf16
+
+    torch.set_num_threads(args.threads)
+    fp32 = step_seconds(False, args.steps, args.batch)
+    bf16 = step_seconds(True, args.steps, args.batch)
+    print(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "batch": args.batch,
+                "fp32_s_per_step": round(fp32, 3),
+                "bf16_s_per_step": round(bf16, 3),
+                "fp32_over_bf16": round(fp32 / bf16, 2),
+                "auto_uses_bf16": use_bf16("auto"),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
