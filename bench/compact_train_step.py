@@ -1,5 +1,5 @@
-"""Time one supervised training step of the compact policy's belief net in float32 and under
-bfloat16 autocast (`CompactTrainConfig.precision`), on random inputs of the real shapes.
+"""Time one supervised training step of the compact policy's belief net (`train.compact.belief_step`,
+the step `train compact` takes) in float32 and under bfloat16 autocast (`CompactTrainConfig.precision`), on random inputs of the real shapes.
 
     python bench/compact_train_step.py [--threads 2] [--steps 30] [--batch 32]
 
@@ -19,7 +19,7 @@ def step_seconds(bf16: bool, steps: int, batch: int) -> float:
     import torch
 
     from ibisagent.policies.compact import build_net
-    from ibisagent.train.compact import augment, belief_loss
+    from ibisagent.train.compact import augment, belief_step
 
     torch.manual_seed(0)
     net = build_net(hidden=64, reduce=64).train()
@@ -30,12 +30,7 @@ def step_seconds(bf16: bool, steps: int, batch: int) -> float:
     for _ in range(steps):
         t0 = time.perf_counter()
         f, t = augment(feats, target, 4, 0.1, rng)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = net.belief(f, text).float()
-        loss, _ = belief_loss(logits, t, present)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        belief_step(net, opt, f, text, t, present, bf16)
         times.append(time.perf_counter() - t0)
     return sorted(times[3:])[len(times[3:]) // 2]  # median, after warm-up
 

@@ -85,6 +85,22 @@ def belief_loss(logits, target, present):
     return (bce * 10).mean() + (dice * present).sum() / present.sum().clamp(min=1), dice
 
 
+def belief_step(net, opt, reduced, text, target, present, bf16: bool):
+    """One supervised step of the belief net: the forward pass under bfloat16 autocast when
+    `bf16`, the loss (`belief_loss`) in float32, gradients clipped to norm 1. reduced B x C x 64 x 64,
+    text B x 384, target B x 1 x 64 x 64, present B -> (loss, per-item Dice loss B)."""
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = net.belief(reduced, text).float()
+    loss, dice = belief_loss(logits, target, present)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    return loss, dice
+
+
 def query_texts(sample, n: int) -> list[str]:
     from ibisagent.data.queries import make_query
 
@@ -202,14 +218,8 @@ def train_compact(
         f, tgt = augment(f, tgt, cfg.shift_cells, cfg.channel_dropout, rng, cfg.feature_noise)
         txt = torch.stack([text_emb[rng.choice(p[2])] for p in pos] + [text_emb[rng.choice(n[1])] for n in neg])
         present = torch.tensor([1.0] * len(pos) + [0.0] * n_neg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = net.belief(f, txt).float()
         # The presence head is fitted on its own afterwards (fit_presence), class-balanced.
-        loss, dice = belief_loss(logits, tgt, present)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        loss, dice = belief_step(net, opt, f, txt, tgt, present, bf16)
         if averaged is not None:
             averaged.update_parameters(net)
         step += 1
