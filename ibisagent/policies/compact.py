@@ -14,6 +14,7 @@ exactly those facts.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -186,6 +187,51 @@ def where(mask: np.ndarray) -> str:
     return " ".join(w for w in (v, h) if w) or "central"
 
 
+class Decision(NamedTuple):
+    """One step of the compact click rule. kind: "click", "stop_match" (mask and belief agree),
+    "stop_rim" (they differ only where the belief is unsure), "stop_stale" (no progress for
+    `patience` clicks). click: (x, y, label, depth) pixels, label 1 positive / 0 negative, or None.
+    agree: IoU of mask and belief; best, stale: the patience state to carry to the next step."""
+
+    kind: str
+    click: tuple[int, int, int, float] | None
+    agree: float
+    best: float
+    stale: int
+
+
+def decide(
+    mask: np.ndarray,
+    target: np.ndarray,
+    inside: np.ndarray,
+    outside: np.ndarray,
+    best: float,
+    stale: int,
+    stop_iou: float,
+    patience: int,
+    click_margin: float,
+) -> Decision:
+    """The click rule of `CompactPolicy` on H x W bool maps of one frame (the current mask, the
+    belief above 0, surely inside, surely outside), shared with the RL stage's rollouts
+    (`train.compact_rl`). `best`, `stale`: the previous step's values (-1.0, 0 at the start)."""
+    agree = iou(mask, target)
+    if mask.any():
+        best, stale = (agree, 0) if agree > best + 0.005 else (best, stale + 1)
+    # Disagreements only where the belief is sure: the mask minus the surely-outside part,
+    # plus the surely-inside part (with no mask yet and nothing sure, the belief itself).
+    sure = (mask & ~outside) | inside if (mask.any() or inside.any()) else target
+    click = next_click(mask, sure)
+    if click is None and click_margin and agree < stop_iou:
+        kind = "stop_rim"
+    elif click is None or (mask.any() and agree >= stop_iou):
+        kind = "stop_match"
+    elif patience and stale >= patience:
+        kind = "stop_stale"
+    else:
+        kind = "click"
+    return Decision(kind, click if kind == "click" else None, agree, best, stale)
+
+
 def policy_settings() -> dict:
     """The default settings of `CompactPolicy` (stop and click rules), recorded in training reports."""
     import inspect
@@ -302,27 +348,24 @@ class CompactPolicy(Policy):
             )
         area = 100 * target.mean()
         seen = f"The target I see covers about {area:.1f}% of the image, in the {where(target)} part."
-        agree = iou(obs.mask, target)
-        if obs.mask.any():
-            self._best, self._stale = (agree, 0) if agree > self._best + 0.005 else (self._best, self._stale + 1)
-        # Disagreements only where the belief is sure: the mask minus the surely-outside part,
-        # plus the surely-inside part (with no mask yet and nothing sure, the belief itself).
-        sure = (obs.mask & ~outside) | inside if (obs.mask.any() or inside.any()) else target
-        click = next_click(obs.mask, sure)
-        if click is None and self.click_margin and agree < self.stop_iou:
+        d = decide(
+            obs.mask, target, inside, outside, self._best, self._stale, self.stop_iou, self.patience, self.click_margin
+        )
+        self._best, self._stale, agree, click = d.best, d.stale, d.agree, d.click
+        if d.kind == "stop_rim":
             return format_response(
                 f"{seen} The mask (overlap {agree:.2f}) differs from it only along its uncertain rim, where I am not "
                 "sure enough to click, so I stop.",
                 "stop",
                 answer="Yes, the target is segmented.",
             )
-        if click is None or (obs.mask.any() and agree >= self.stop_iou):
+        if d.kind == "stop_match":
             return format_response(
                 f"{seen} The mask now matches it (overlap {agree:.2f}), so I stop.",
                 "stop",
                 answer="Yes, the target is segmented.",
             )
-        if self.patience and self._stale >= self.patience:
+        if d.kind == "stop_stale":
             return format_response(
                 f"{seen} The mask (overlap {agree:.2f}) has not come closer to it over my last {self._stale} clicks "
                 f"(best {self._best:.2f}), so more clicks would not help; I stop.",
