@@ -24,7 +24,9 @@ def trained(tmp_path_factory, demo_samples, tool):
     pos, neg, feats, skipped = build_examples(demo_samples, emb_files, 1, 0)
     assert len(pos) == len(demo_samples) and skipped == 0
     out = tmp_path_factory.mktemp("compact")
-    weights = train_compact(pos, neg, feats, out, CompactTrainConfig(minutes=2, max_steps=40, batch_size=8, lr=3e-3))
+    weights = train_compact(
+        pos, neg, feats, out, CompactTrainConfig(minutes=2, max_steps=40, batch_size=8, lr=3e-3, compile=False)
+    )
     return weights, emb_files
 
 
@@ -88,56 +90,84 @@ def test_shipped_weights_are_the_segment_default(demo_dir, tmp_path):
     assert (tmp_path / "s" / "mask.png").exists() and (tmp_path / "s" / "episode.json").exists()
 
 
-def test_click_distribution_respects_the_mask():
-    """Positive clicks only where the mask does not cover, negative only where it does."""
+def test_rl_policy_density_is_the_gaussian_it_samples():
+    """The RL stage's log density of sampled belief maps equals the multivariate normal of its
+    block noise (independent per block plus one shared offset), up to a constant."""
     import torch
 
-    from ibisagent.train.compact_rl import cell_click, click_logits
+    from ibisagent.train.compact_rl import CompactRLConfig, log_prob, sample_beliefs
 
-    belief = torch.zeros(1, 1, 64, 64)
-    cover = torch.zeros(1, 64, 64, dtype=torch.bool)
-    cover[0, :32] = True  # upper half covered
-    probs = torch.softmax(click_logits(belief, cover), 1)[0]
-    pos, neg = probs[:4096].reshape(64, 64), probs[4096:].reshape(64, 64)
-    assert float(pos[:32].sum()) == 0 and float(neg[32:].sum()) == 0
-    assert abs(float(probs.sum()) - 1) < 1e-5
-    assert cell_click(0) == (2, 2, 1) and cell_click(4096 + 64 + 1) == (6, 6, 0)
+    cfg = CompactRLConfig(group_size=5, sigma_block=1.5, sigma_offset=2.5)
+    gen = torch.Generator().manual_seed(0)
+    mean, other = torch.randn(2, 1, 64, 64, generator=gen), torch.randn(2, 1, 64, 64, generator=gen)
+    samples = sample_beliefs(mean, cfg, gen)
+    assert samples.shape == (2, 5, 64, 64)
+    # constant within each 8 x 8 block of cells, around the mean
+    blocks = (samples - mean).reshape(2, 5, 8, 8, 8, 8)
+    assert torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks), atol=1e-5)
+    k = 64
+    cov = cfg.sigma_block**2 * torch.eye(k) + cfg.sigma_offset**2 * torch.ones(k, k)
+    mvn = torch.distributions.MultivariateNormal(torch.zeros(k), cov)
+
+    def reference(centre):
+        d = torch.nn.functional.avg_pool2d(samples - centre, 8).flatten(2)
+        return mvn.log_prob(d)
+
+    ours = log_prob(samples, mean, cfg) - log_prob(samples, other, cfg)
+    assert torch.allclose(ours, reference(mean) - reference(other), rtol=1e-4, atol=1e-3)
 
 
-def test_rl_stage_raises_the_expected_reward(trained, demo_samples, tmp_path):
+def test_episodes_of_the_deployed_rule_score_a_right_belief_above_a_wrong_one(trained, demo_samples, tool):
+    """`play_episodes` runs the deployed click rule on the real tool: a belief equal to the
+    reference earns the full return of one good click and a stop on every demo target, a belief
+    of the wrong place much less."""
+    import torch
+
+    from ibisagent.policies.compact import policy_settings
+    from ibisagent.train.compact import build_examples
+    from ibisagent.train.compact_rl import State, play_episodes
+
+    _, emb_files = trained
+    pos, _, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
+    items = [State(feats[p[0]], p[3], p[2]) for p in pos]
+    right = torch.from_numpy(np.stack([p[1] for p in pos])) * 20 - 10
+    wrong = right.flip(1, 2)  # the target rotated by 180 degrees
+    good = play_episodes(tool.net, items, right, policy_settings(), 8)
+    bad = play_episodes(tool.net, items, wrong, policy_settings(), 8)
+    assert good.shape == (len(items),) and good.mean() > 1.1, good
+    assert good.mean() > bad.mean() + 0.3, (good, bad)
+
+
+def test_rl_stage_raises_the_return_of_the_deployed_rule(trained, demo_samples, tmp_path):
     """A short seeded GRPO run (the policy-gradient term alone, no SFT anchor) from the shipped
-    weights on the demo raises the policy's
-    exact expected S_click on the first step (the sum over all 4,096 cells of p(click) x (+1
-    inside the target, -1 outside)), and the weights reload as a policy. (The few-second SFT
-    of the fixture is too weak a start: from a belief that misses every target, the other
-    terms reward clicks near the target as much as in it.)"""
+    weights raises the return of the deployed rule played on the network's own belief map over
+    the demo targets it trained on, and the weights reload as a policy."""
     import torch
 
     from ibisagent.policies import make_policy
-    from ibisagent.policies.compact import WEIGHTS, load_net
+    from ibisagent.policies.compact import WEIGHTS, load_net, policy_settings
+    from ibisagent.tools.litemedsam import build_model
     from ibisagent.train.compact import build_examples, embed_query_texts
-    from ibisagent.train.compact_rl import CompactRLConfig, click_logits, train_compact_rl
+    from ibisagent.train.compact_rl import CompactRLConfig, State, play_episodes, train_compact_rl
 
     _, emb_files = trained
-    weights = WEIGHTS
     pos, neg, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
     text_emb = embed_query_texts(pos, neg)
-    f = torch.stack([feats[p[0]] for p in pos]).float()
+    items = [State(feats[p[0]], p[3], p[2]) for p in pos]
+    f = torch.stack([it.features for it in items]).float()
     t = torch.stack([text_emb[p[2][0]] for p in pos])
-    # +1 / -1 for a positive click at each cell centre (x = 4c + 2, y = 4r + 2), as S_click scores it
-    sign = torch.from_numpy(np.stack([p[3][2::4, 2::4] for p in pos])).float().flatten(1) * 2 - 1
-    cover = torch.zeros(len(pos), 64, 64, dtype=torch.bool)
+    tool_net, _ = build_model("auto")
 
-    def expected_click_reward(net) -> float:
+    def deployed_return(net) -> float:
         with torch.no_grad():
-            probs = torch.softmax(click_logits(net(f, t)[0], cover) / CompactRLConfig.temperature, 1)[:, :4096]
-        return float((probs * sign).sum(1).mean())
+            belief = net(f, t)[0][:, 0]
+        return float(play_episodes(tool_net, items, belief, policy_settings(), 8).mean())
 
-    before = expected_click_reward(load_net(weights))
-    cfg = CompactRLConfig(minutes=5, max_steps=30, states_per_step=4, lr=1e-4, max_prefix=0, sft_weight=0.0)
-    rl_weights = train_compact_rl(load_net(weights), pos, feats, text_emb, tmp_path, cfg)
-    after = expected_click_reward(load_net(rl_weights))
-    assert after > before + 0.02, (before, after)
+    before = deployed_return(load_net(WEIGHTS))
+    cfg = CompactRLConfig(minutes=5, max_steps=10, states_per_step=4, lr=1e-3, sft_weight=0.0)
+    rl_weights = train_compact_rl(load_net(WEIGHTS), pos, feats, text_emb, tmp_path, cfg)
+    after = deployed_return(load_net(rl_weights))
+    assert after > before + 0.01, (before, after)
     assert (tmp_path / "rl_log.jsonl").read_text().strip()
     assert make_policy(f"compact:{rl_weights}").net is not None
 
@@ -387,6 +417,33 @@ def test_resume_reuses_trained_stages_and_records_the_policy_settings(trained, d
     assert set(report["results"]) == {"sft", "sft+rl", "centre", "salient"}
 
 
+def test_rl_split_keeps_images_from_sft_for_grpo(trained, demo_dir, demo_samples, tmp_path):
+    """`train compact --rl-split P`: the validation images of the training split go to GRPO
+    only; SFT sees the rest (here reused from --out), and the report counts both."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ibisagent.cli.main import app
+    from ibisagent.data.splits import split_by_image, validation_split
+
+    weights, _ = trained
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copyfile(weights, out / "compact_policy.pt")
+    fit, rl = validation_split(split_by_image(demo_samples, 20)[0], 20, 50)
+    assert fit and rl, "the demo must have images in both parts for this test"
+    args = ["train", "compact", str(demo_dir), "--out", str(out), "--resume", "--heldout", "20", "--eval-steps", "2"]
+    r = CliRunner().invoke(
+        app, [*args, "--rl-split", "50", "--rl-minutes", "0.05", "--cache-dir", str(tmp_path / "emb")]
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert (report["train_targets"], report["rl_split"], report["rl_targets"]) == (len(fit), 50, len(rl))
+    assert (out / "compact_policy_rl.pt").exists() and (out / "rl_log.jsonl").read_text().strip()
+
+
 def test_precision_choice_and_bf16_belief_matches_fp32(trained):
     """`precision`: "fp32" and "bf16" are taken as given, anything else is a clear error; the
     trained belief under bfloat16 autocast (how "auto" trains on CPUs with native bf16) agrees
@@ -426,7 +483,33 @@ def test_ema_saves_the_averaged_weights(demo_samples, tmp_path, trained):
     initial = build_net().proj.weight.detach().half().float()
     moved = {}
     for decay in (1 - 1e-9, 0.0):
-        cfg = CompactTrainConfig(minutes=1, max_steps=5, batch_size=4, ema=decay, presence_epochs=1)
+        cfg = CompactTrainConfig(minutes=1, max_steps=5, batch_size=4, ema=decay, presence_epochs=1, compile=False)
         weights = train_compact(pos, neg, feats, tmp_path / str(decay), cfg, log=lambda m: None)
         moved[decay] = (load_net(weights).proj.weight - initial).norm().item()
     assert 0 < moved[1 - 1e-9] < moved[0.0] / 2, moved
+
+
+def test_compiled_training_steps_match_eager_ones():
+    """`compile`: the belief net trained through `compiled_belief` takes the same steps as the
+    eager one (same losses and weights, to float32 rounding)."""
+    import copy
+
+    import torch
+
+    from ibisagent.policies.compact import build_net
+    from ibisagent.train.compact import belief_step, compiled_belief
+
+    torch.manual_seed(0)
+    eager = build_net(hidden=16, reduce=8).train()
+    compiled = copy.deepcopy(eager)
+    forward = compiled_belief(compiled, log=lambda m: None)
+    if forward == compiled.belief:
+        pytest.skip("no C++ compiler for torch.compile")
+    opts = [torch.optim.AdamW(n.parameters(), lr=1e-2) for n in (eager, compiled)]
+    f, t = torch.randn(4, 8, 64, 64), torch.randn(4, 384)
+    target, present = (torch.rand(4, 1, 64, 64) > 0.7).float(), torch.ones(4)
+    for _ in range(3):
+        a = belief_step(eager, opts[0], f, t, target, present, False)[0].item()
+        b = belief_step(compiled, opts[1], f, t, target, present, False, forward)[0].item()
+        assert abs(a - b) < 1e-4 * max(1.0, abs(a)), (a, b)
+    assert torch.allclose(eager.head.weight, compiled.head.weight, atol=1e-5)
