@@ -138,6 +138,15 @@ def train_compact_cmd(
             "a run that was cut short, or re-measure a run with the current policy settings"
         ),
     ] = False,
+    rl_split: Annotated[
+        int,
+        typer.Option(
+            help="Percent of the training images kept from SFT for the GRPO stage (0: GRPO on the SFT images; "
+            "the images are those of bench/compact_variants.py's validation split)",
+            min=0,
+            max=50,
+        ),
+    ] = 0,
 ) -> None:
     """Train the compact text-to-click policy (the default of `segment`) from image/mask pairs.
 
@@ -151,13 +160,17 @@ def train_compact_cmd(
 
     Example: ibisagent train compact ../shared/data --minutes 36 --rl-minutes 10 --install
     """
-    run_guarded(_train_compact, data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume)
+    run_guarded(
+        _train_compact, data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split
+    )
 
 
-def _train_compact(data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume):
+def _train_compact(data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split):
     from ibisagent.train.compact_pipeline import run_compact_training
 
-    run_compact_training(data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume)
+    run_compact_training(
+        data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split
+    )
 
 
 @app.command("rl")

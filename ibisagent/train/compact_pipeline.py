@@ -50,11 +50,16 @@ def run_compact_training(
     seed: int,
     rl_minutes: float = 0.0,
     resume: bool = False,
+    rl_split: int = 0,
 ):
     """SFT for `minutes`, then (rl_minutes > 0) the GRPO stage; held-out episodes of every
     stage next to text-free baselines; installs the stage with the higher held-out mean IoU
     (named in the report's "installed"; a choice between two on the split that reports them).
-    `resume`: a stage whose weights are already in `out` is loaded, not trained again."""
+    `resume`: a stage whose weights are already in `out` is loaded, not trained again.
+    `rl_split`: percent of the training images (`data.splits.validation_split`) that SFT does not
+    see and GRPO trains on: there the belief map errs as it will on new images, while on the SFT
+    images it has learnt the answers."""
+    from ibisagent.data.splits import validation_split
     from ibisagent.policies.compact import WEIGHTS, load_net, policy_settings
     from ibisagent.train.compact import (
         CompactTrainConfig,
@@ -68,6 +73,7 @@ def run_compact_training(
     from ibisagent.train.compact_rl import CompactRLConfig, train_compact_rl
 
     _, train, held, emb_files = split_and_embed(data, heldout, cache_dir)
+    train, rl_train = validation_split(train, heldout, rl_split) if rl_split else (train, [])
     cfg = CompactTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout)
     pos, neg, feats, skipped = _bar_run(
         "loading targets",
@@ -80,7 +86,12 @@ def run_compact_training(
         mpos, mfeats = mirrored_examples(train, cache_dir, cfg)
         pos, feats, n_mirrored = pos + mpos, feats | mfeats, len(mpos)
         console.print(f"+ {n_mirrored} targets on the images mirrored left-right")
-    text_emb = embed_query_texts(pos, neg, log=console.print)
+    rl_pos = pos
+    if rl_train:
+        rl_pos, _, rl_feats, _ = build_examples(rl_train, emb_files, cfg.query_variants, seed, None, 0)
+        feats = feats | rl_feats
+        console.print(f"{len(rl_pos)} targets on {rl_split}% of the training images kept from SFT for GRPO")
+    text_emb = embed_query_texts(pos + (rl_pos if rl_train else []), neg, log=console.print)
     weights, rl_weights = out / "compact_policy.pt", out / "compact_policy_rl.pt"
     if resume and weights.exists():
         console.print(f"reusing the SFT stage {weights}")
@@ -92,9 +103,11 @@ def run_compact_training(
         console.print(f"reusing the GRPO stage {rl_weights}")
         stages["sft+rl"] = rl_weights
     elif rl_minutes > 0:
-        stages["sft+rl"] = train_compact_rl(load_net(weights), pos, feats, text_emb, out, rl_cfg, log=console.print)
+        stages["sft+rl"] = train_compact_rl(load_net(weights), rl_pos, feats, text_emb, out, rl_cfg, log=console.print)
     report = {
         "train_targets": len(pos) - n_mirrored,
+        "rl_split": rl_split,
+        "rl_targets": len(rl_pos),
         "mirrored_targets": n_mirrored,
         "negatives": len(neg),
         "skipped": skipped,
