@@ -147,6 +147,14 @@ def train_compact_cmd(
             max=50,
         ),
     ] = 0,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the belief net: about 1.4x the SFT steps in the same minutes (needs a C++ compiler; "
+            "falls back to eager)",
+        ),
+    ] = False,
 ) -> None:
     """Train the compact text-to-click policy (the default of `segment`) from image/mask pairs.
 
@@ -161,15 +169,29 @@ def train_compact_cmd(
     Example: ibisagent train compact ../shared/data --minutes 36 --rl-minutes 10 --install
     """
     run_guarded(
-        _train_compact, data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split
+        _train_compact,
+        data,
+        out,
+        minutes,
+        cache_dir,
+        heldout,
+        eval_steps,
+        install,
+        seed,
+        rl_minutes,
+        resume,
+        rl_split,
+        compile,
     )
 
 
-def _train_compact(data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split):
+def _train_compact(
+    data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split, compile
+):
     from ibisagent.train.compact_pipeline import run_compact_training
 
     run_compact_training(
-        data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split
+        data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split, compile
     )
 
 

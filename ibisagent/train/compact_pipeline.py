@@ -51,6 +51,7 @@ def run_compact_training(
     rl_minutes: float = 0.0,
     resume: bool = False,
     rl_split: int = 0,
+    compile: bool = False,
 ):
     """SFT for `minutes`, then (rl_minutes > 0) the GRPO stage; held-out episodes of every
     stage next to text-free baselines; installs the stage with the higher held-out mean IoU
@@ -58,7 +59,7 @@ def run_compact_training(
     `resume`: a stage whose weights are already in `out` is loaded, not trained again.
     `rl_split`: percent of the training images (`data.splits.validation_split`) that SFT does not
     see and GRPO trains on: there the belief map errs as it will on new images, while on the SFT
-    images it has learnt the answers."""
+    images it has learnt the answers. `compile`: `CompactTrainConfig.compile`."""
     from ibisagent.data.splits import validation_split
     from ibisagent.policies.compact import WEIGHTS, load_net, policy_settings
     from ibisagent.train.compact import (
@@ -74,7 +75,7 @@ def run_compact_training(
 
     _, train, held, emb_files = split_and_embed(data, heldout, cache_dir)
     train, rl_train = validation_split(train, heldout, rl_split) if rl_split else (train, [])
-    cfg = CompactTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout)
+    cfg = CompactTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout, compile=compile)
     pos, neg, feats, skipped = _bar_run(
         "loading targets",
         len(train),

@@ -513,3 +513,25 @@ def test_compiled_training_steps_match_eager_ones():
         b = belief_step(compiled, opts[1], f, t, target, present, False, forward)[0].item()
         assert abs(a - b) < 1e-4 * max(1.0, abs(a)), (a, b)
     assert torch.allclose(eager.head.weight, compiled.head.weight, atol=1e-5)
+
+
+def test_training_falls_back_to_eager_when_compilation_fails(trained, demo_samples, tmp_path, monkeypatch):
+    """`compile=True` where the compiled function fails on its first call (no working compiler):
+    the run says so and trains on without it."""
+    import ibisagent.train.compact as compact
+    from ibisagent.train.compact import CompactTrainConfig, build_examples, train_compact
+
+    def broken(net, log=print):
+        def forward(*args):
+            raise RuntimeError("no compiler here")
+
+        return forward
+
+    monkeypatch.setattr(compact, "compiled_belief", broken)
+    _, emb_files = trained
+    pos, neg, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
+    lines = []
+    cfg = CompactTrainConfig(minutes=1, max_steps=3, batch_size=4, presence_epochs=1, compile=True)
+    weights = train_compact(pos, neg, feats, tmp_path, cfg, log=lines.append)
+    assert weights.exists() and any("torch.compile failed (RuntimeError: no compiler here)" in m for m in lines)
+    assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == 3
