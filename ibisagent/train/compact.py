@@ -175,7 +175,7 @@ def embed_query_texts(positives, negatives, log=print, extra_texts=(), known: di
 
 def compiled_belief(net, log=print):
     """`net.belief` compiled by torch.compile (Inductor fuses the FiLM blocks' norm, modulation
-    and activation: about 1.5x the training steps per CPU minute, `bench/compact_train_step.py`),
+    and activation: 1.65x per step in `bench/compact_train_step.py`, 1.4x the steps of a 36-min run),
     or `net.belief` itself where no C++ compiler is on the PATH. Compilation happens on the
     first call and takes about half a minute."""
     import shutil

@@ -87,10 +87,10 @@ def run_compact_training(
         mpos, mfeats = mirrored_examples(train, cache_dir, cfg)
         pos, feats, n_mirrored = pos + mpos, feats | mfeats, len(mpos)
         console.print(f"+ {n_mirrored} targets on the images mirrored left-right")
-    rl_pos = pos
-    if rl_train:
-        rl_pos, _, rl_feats, _ = build_examples(rl_train, emb_files, cfg.query_variants, seed, None, 0)
-        feats = feats | rl_feats
+    rl_pos, rl_feats = pos, feats
+    if rl_train:  # SFT (and its PCA fit) must not see these images: their features go to GRPO only
+        rl_pos, _, more, _ = build_examples(rl_train, emb_files, cfg.query_variants, seed, None, 0)
+        rl_feats = feats | more
         console.print(f"{len(rl_pos)} targets on {rl_split}% of the training images kept from SFT for GRPO")
     text_emb = embed_query_texts(pos + (rl_pos if rl_train else []), neg, log=console.print)
     weights, rl_weights = out / "compact_policy.pt", out / "compact_policy_rl.pt"
@@ -104,7 +104,9 @@ def run_compact_training(
         console.print(f"reusing the GRPO stage {rl_weights}")
         stages["sft+rl"] = rl_weights
     elif rl_minutes > 0:
-        stages["sft+rl"] = train_compact_rl(load_net(weights), rl_pos, feats, text_emb, out, rl_cfg, log=console.print)
+        stages["sft+rl"] = train_compact_rl(
+            load_net(weights), rl_pos, rl_feats, text_emb, out, rl_cfg, log=console.print
+        )
     report = {
         "train_targets": len(pos) - n_mirrored,
         "rl_split": rl_split,

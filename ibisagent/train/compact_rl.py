@@ -127,10 +127,8 @@ def play_episodes(tool_net, items: list[State], beliefs, settings: dict, max_act
             gt, prev_iou = items[i].target, (iou(masks[i], items[i].target) if step > 1 else None)
             d = None
             if targets[i].any():
-                d = decide(
-                    masks[i], targets[i], inside[i], outside[i], best[i], stale[i],
-                    settings["stop_iou"], settings["patience"], m,
-                )  # fmt: skip
+                rule = (settings["stop_iou"], settings["patience"], m)
+                d = decide(masks[i], targets[i], inside[i], outside[i], best[i], stale[i], *rule)
                 best[i], stale[i] = d.best, d.stale
             if d is None or d.kind != "click":
                 turns[i].append(score_terms(stop_text(), masks[i], None, gt, prev_iou, step)["total"])
