@@ -26,7 +26,7 @@ def step_seconds(bf16: bool, steps: int, batch: int, compile: bool = False) -> t
 
     torch.manual_seed(0)
     net = build_net(hidden=64, reduce=64).train()
-    forward = compiled_belief(net) if compile else net.belief
+    forward = compiled_belief(net) if compile else None
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     feats, text = torch.randn(batch, 64, 64, 64), torch.randn(batch, 384)
     target, present = (torch.rand(batch, 1, 64, 64) > 0.8).float(), torch.ones(batch)

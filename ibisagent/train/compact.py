@@ -92,7 +92,7 @@ def belief_step(net, opt, reduced, text, target, present, bf16: bool, forward=No
     """One supervised step of the belief net: the forward pass under bfloat16 autocast when
     `bf16`, the loss (`belief_loss`) in float32, gradients clipped to norm 1. reduced B x C x 64 x 64,
     text B x 384, target B x 1 x 64 x 64, present B -> (loss, per-item Dice loss B).
-    `forward`: the belief function to call (`compiled_belief`), default `net.belief`."""
+    `forward`: the belief function to call (`compiled_belief`); None = `net.belief`."""
     import torch
 
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -176,7 +176,7 @@ def embed_query_texts(positives, negatives, log=print, extra_texts=(), known: di
 def compiled_belief(net, log=print):
     """`net.belief` compiled by torch.compile (Inductor fuses the FiLM blocks' norm, modulation
     and activation: 1.65x per step in `bench/compact_train_step.py`, 1.4x the steps of a 36-min run),
-    or `net.belief` itself where no C++ compiler is on the PATH. Compilation happens on the
+    or None (train eager) where no C++ compiler is on the PATH. Compilation happens on the
     first call and takes about half a minute."""
     import shutil
 
@@ -184,7 +184,7 @@ def compiled_belief(net, log=print):
 
     if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
         log("no C++ compiler found: training the belief net without torch.compile")
-        return net.belief
+        return None
     return torch.compile(net.belief, dynamic=False)
 
 
@@ -220,8 +220,8 @@ def train_compact(
         else None
     )
     bf16 = use_bf16(cfg.precision)
-    forward = compiled_belief(net, log) if cfg.compile else net.belief
-    log(f"training in {'bfloat16 autocast' if bf16 else 'float32'}{', compiled' if forward is not net.belief else ''}")
+    forward = compiled_belief(net, log) if cfg.compile else None
+    log(f"training in {'bfloat16 autocast' if bf16 else 'float32'}{', compiled' if forward else ''}")
     budget = cfg.minutes * 60
     t0 = time.perf_counter()
     step, ema = 0, None
@@ -242,10 +242,10 @@ def train_compact(
         try:
             loss, dice = belief_step(net, opt, f, txt, tgt, present, bf16, forward)
         except Exception as err:  # noqa: BLE001 - any compiler failure: train on without it
-            if step or forward is net.belief:
+            if step or forward is None:
                 raise
             log(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); training without it")
-            forward = net.belief
+            forward = None
             loss, dice = belief_step(net, opt, f, txt, tgt, present, bf16, forward)
         if averaged is not None:
             averaged.update_parameters(net)
