@@ -3,7 +3,8 @@
     python bench/compact_ceiling.py ../shared/data [--weights PATH] [--steps 12] [--click-margin 0]
 
 On the held-out split of `train compact`, from the referring query, runs every episode without
-early stopping (no patience, no agreement stop) for `--steps` actions and prints mean IoU (overall
+early stopping (it clicks while its rule has a candidate click, even one that brings the mask no
+closer to the belief) for `--steps` actions and prints mean IoU (overall
 and per category) of: the thresholded belief map itself; the mask after click k; and the best mask
 of each episode chosen with the reference (an oracle stop, which no stop rule can beat).
 """
@@ -40,13 +41,13 @@ def main() -> None:
 
     _, held = split_by_image(collect_pairs(args.data), args.heldout)
     emb_files = cached_embeddings(held, args.cache_dir)
-    policy = CompactPolicy(args.weights, stop_iou=1.01, patience=0, click_margin=args.click_margin)
+    policy = CompactPolicy(args.weights, min_gain=-1.0, click_margin=args.click_margin)
     rows = []
     for s, gt, ep in heldout_episodes(policy, held, emb_files, args.steps):
         if gt is None:
             continue
         # The image is read again for its belief: the tool's cache still holds its embedding.
-        belief = policy.belief(s.load()[0], ep.query)[0]
+        belief = policy.belief(s.load()[0], ep.query).logits > 0
         info = lookup(s.structure)
         rows.append({"category": info.category if info else "other", "belief": iou(belief, gt), "curve": ep.iou_curve})
 

@@ -2,7 +2,7 @@
 `ibisagent train compact`, re-runnable for any weights file).
 
     python bench/eval_compact_heldout.py ../shared/data --weights ibisagent/policies/weights/compact_policy.pt \
-        [--absent-only | --present-only] [--max-steps 20] [--patience K] [--click-margin M] [--split val]
+        [--absent-only | --present-only] [--max-steps 20] [--lookahead K] [--min-gain G] [--click-margin M] [--split val]
 
 Same split by image as `train compact` (15% held out); embeddings from its disk cache. Prints mean
 IoU per category on present targets, the share of absent-target questions (a structure that
@@ -25,7 +25,8 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=15)
     ap.add_argument("--absent-only", action="store_true")
     ap.add_argument("--present-only", action="store_true")
-    ap.add_argument("--patience", type=int, default=None, help="the policy's patience (default: its own)")
+    ap.add_argument("--lookahead", type=int, default=None, help="candidate clicks per sign (default: the policy's)")
+    ap.add_argument("--min-gain", type=float, default=None, help="the policy's stop rule (default: its own)")
     ap.add_argument("--click-margin", type=float, default=None, help="the policy's click margin (default: its own)")
     ap.add_argument(
         "--split",
@@ -53,9 +54,8 @@ def main() -> None:
         spec = f"compact:{w}"
         out = {"weights": w}
         if not args.absent_only:
-            kwargs = {
-                k: v for k, v in (("patience", args.patience), ("click_margin", args.click_margin)) if v is not None
-            }
+            given = {"lookahead": args.lookahead, "min_gain": args.min_gain, "click_margin": args.click_margin}
+            kwargs = {k: v for k, v in given.items() if v is not None}
             res = evaluate_compact(spec, held, emb_files, args.max_steps, policy_kwargs=kwargs)
             out |= {
                 k: res[k]

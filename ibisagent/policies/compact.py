@@ -4,11 +4,12 @@ It plays the same game as the VLM through the same environment and protocol. Fro
 segmentation tool's image embedding (already computed for the tool, so free), the query's
 sentence embedding (MiniLM, offline) and nothing else, a small FiLM-conditioned conv net
 predicts a *belief map* of where the queried target is (64 x 64 logits over the tool's
-256 x 256 input frame) and whether the target is present at all. Each step it compares the
-belief with the current mask and acts like the annotator of the click simulator would if the
-belief were the truth: a positive click at the deepest point the mask misses, a negative
-click at the deepest point it wrongly covers, stop when they agree. The text it writes states
-exactly those facts.
+256 x 256 input frame) and whether the target is present at all. Each step it looks ahead
+through the tool: for a few candidate clicks (a positive one deep in each part the mask misses
+where the belief is sure, a negative one deep in each part the mask wrongly covers) it asks the
+tool for the mask that click would give, from the cached image embedding, places the click
+whose mask agrees best with the belief, and stops when no click would bring the mask closer.
+The text it writes states exactly those facts.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from ibisagent.env.env import Observation
 from ibisagent.env.episode import Episode
 from ibisagent.env.protocol import format_response
 from ibisagent.errors import IbisInputError
-from ibisagent.eval.metrics import iou
 from ibisagent.policies.base import Policy
-from ibisagent.policies.oracle import next_click, normalise
+from ibisagent.policies.oracle import error_distance, normalise
 
 WEIGHTS = Path(__file__).parent / "weights" / "compact_policy.pt"
 GRID = 64  # belief-map side; one cell is 4 x 4 pixels of the 256 x 256 tool frame
@@ -167,14 +167,34 @@ def save_net(net, path: Path, **meta) -> Path:
     return path
 
 
-def belief_mask(logits, emb) -> np.ndarray:
-    """64 x 64 belief logits -> H x W bool at the original image size."""
+def belief_logits(logits, emb) -> np.ndarray:
+    """64 x 64 belief logits -> H x W float32 logits at the original image size."""
     import torch.nn.functional as F
 
-    from ibisagent.tools.litemedsam import LOWRES, logits_to_mask
+    from ibisagent.tools.litemedsam import LOWRES, lowres_to_original
 
     up = F.interpolate(logits.reshape(1, 1, GRID, GRID), size=(LOWRES, LOWRES), mode="bilinear", align_corners=False)
-    return logits_to_mask(up, emb.input_size, emb.original_size)
+    return lowres_to_original(up, emb.input_size, emb.original_size)
+
+
+class Belief(NamedTuple):
+    """The policy's belief about one (image, query): `logits` H x W float32 (the target is where
+    they are above 0), `presence` the probability that the target is in the image at all."""
+
+    logits: np.ndarray
+    presence: float
+
+    def regions(self, margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """H x W bool (target, surely inside, surely outside): logit above 0, above +margin, below
+        -margin (margin 0: inside = target, outside = its complement)."""
+        target = self.logits > 0
+        if not margin:
+            return target, target, ~target
+        return target, self.logits > margin, self.logits < -margin
+
+    def probability(self) -> np.ndarray:
+        """H x W float32 in [0, 1]."""
+        return 1 / (1 + np.exp(-np.clip(self.logits, -30, 30)))
 
 
 def where(mask: np.ndarray) -> str:
@@ -187,49 +207,75 @@ def where(mask: np.ndarray) -> str:
     return " ".join(w for w in (v, h) if w) or "central"
 
 
+Click = tuple[int, int, int, float]  # (x, y) pixels, label 1 positive / 0 negative, depth in pixels
+
+
+def deepest_points(region: np.ndarray, label: int, k: int) -> list[Click]:
+    """The deepest pixel (farthest from the region's boundary) of each of the k deepest
+    connected components of `region` (H x W bool), deepest first, as clicks with `label`."""
+    import cv2
+
+    if k <= 0 or not region.any():
+        return []
+    depth = error_distance(region)
+    _, comp = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
+    idx = np.flatnonzero(region)
+    idx = idx[np.argsort(-depth.flat[idx], kind="stable")]
+    _, first = np.unique(comp.flat[idx], return_index=True)  # each component's deepest pixel
+    best = idx[np.sort(first)][:k]
+    W = region.shape[1]
+    return [(int(i % W), int(i // W), label, float(depth.flat[i])) for i in best]
+
+
+def candidate_clicks(
+    mask: np.ndarray, target: np.ndarray, inside: np.ndarray, outside: np.ndarray, k: int
+) -> list[Click]:
+    """The clicks the policy considers, on H x W bool maps of one frame (the current mask, the
+    belief, surely inside, surely outside): up to k positive ones, at the deepest points of the
+    parts the belief is sure of and the mask misses, and up to k negative ones in the parts the
+    mask covers where the belief is sure there is no target. With no mask yet and nothing sure,
+    the belief's own parts."""
+    missed = (inside & ~mask) if (mask.any() or inside.any()) else target
+    return deepest_points(missed, 1, k) + deepest_points(mask & outside, 0, k)
+
+
+def soft_iou(prob: np.ndarray, mask: np.ndarray) -> float:
+    """Expected agreement of a mask with the belief: IoU with the belief's probabilities
+    (H x W float in [0, 1]) as soft memberships."""
+    inter = float(prob[mask].sum())
+    union = float(prob.sum()) + float(mask.sum()) - inter
+    return inter / union if union > 0 else 1.0
+
+
 class Decision(NamedTuple):
-    """One step of the compact click rule. kind: "click", "stop_match" (mask and belief agree),
-    "stop_rim" (they differ only where the belief is unsure), "stop_stale" (no progress for
-    `patience` clicks). click: (x, y, label, depth) pixels, label 1 positive / 0 negative, or None.
-    agree: IoU of mask and belief; best, stale: the patience state to carry to the next step."""
+    """One step of the compact click rule. kind: "click"; "stop_match" (no disagreement left
+    where the belief is sure); "stop_no_gain" (no candidate click brings the mask closer to the
+    belief). click: the chosen candidate or None; index: its position among the candidates.
+    agree: soft IoU of the mask with the belief now; after: the best candidate's (= agree when
+    there is none)."""
 
     kind: str
-    click: tuple[int, int, int, float] | None
+    click: Click | None
+    index: int | None
     agree: float
-    best: float
-    stale: int
+    after: float
+    considered: int
 
 
-def decide(
-    mask: np.ndarray,
-    target: np.ndarray,
-    inside: np.ndarray,
-    outside: np.ndarray,
-    best: float,
-    stale: int,
-    stop_iou: float,
-    patience: int,
-    click_margin: float,
-) -> Decision:
-    """The click rule of `CompactPolicy` on H x W bool maps of one frame (the current mask, the
-    belief above 0, surely inside, surely outside), shared with the RL stage's rollouts
-    (`train.compact_rl`). `best`, `stale`: the previous step's values (-1.0, 0 at the start)."""
-    agree = iou(mask, target)
-    if mask.any():
-        best, stale = (agree, 0) if agree > best + 0.005 else (best, stale + 1)
-    # Disagreements only where the belief is sure: the mask minus the surely-outside part,
-    # plus the surely-inside part (with no mask yet and nothing sure, the belief itself).
-    sure = (mask & ~outside) | inside if (mask.any() or inside.any()) else target
-    click = next_click(mask, sure)
-    if click is None and click_margin and agree < stop_iou:
-        kind = "stop_rim"
-    elif click is None or (mask.any() and agree >= stop_iou):
-        kind = "stop_match"
-    elif patience and stale >= patience:
-        kind = "stop_stale"
-    else:
-        kind = "click"
-    return Decision(kind, click if kind == "click" else None, agree, best, stale)
+def decide(mask: np.ndarray, prob: np.ndarray, candidates: list[Click], outcomes: list[np.ndarray], min_gain: float):
+    """The click rule of `CompactPolicy`, shared with the RL stage's rollouts (`train.compact_rl`):
+    of the candidate clicks (`candidate_clicks`) and the masks the tool returns for each
+    (`outcomes`, H x W bool, the same frame as `mask` and `prob`), take the one whose mask agrees
+    best with the belief (`soft_iou`), if it beats the current mask's agreement by more than
+    `min_gain`; else stop. -> Decision."""
+    agree = soft_iou(prob, mask) if mask.any() else 0.0
+    if not candidates:
+        return Decision("stop_match", None, None, agree, agree, 0)
+    scores = [soft_iou(prob, m) for m in outcomes]
+    best = int(np.argmax(scores))
+    if scores[best] <= agree + min_gain:
+        return Decision("stop_no_gain", None, None, agree, scores[best], len(candidates))
+    return Decision("click", candidates[best], best, agree, scores[best], len(candidates))
 
 
 def policy_settings() -> dict:
@@ -241,42 +287,45 @@ def policy_settings() -> dict:
 
 
 class CompactPolicy(Policy):
-    """See the module docstring. `stop_iou`: stop once the mask and the belief agree this well;
-    `patience`: stop once that agreement has not improved on its best for this many clicks (the
-    belief is a coarse map: past that point clicks chase its blur; 0 = no such rule);
+    """See the module docstring. Each step it looks ahead: it asks the tool what mask each of a
+    few candidate clicks would give (`candidate_clicks`: `lookahead` positive and `lookahead`
+    negative ones at most) and places the one whose mask agrees best with its belief, or stops
+    when none improves that agreement by more than `min_gain` (`decide`). The tool answers from
+    the cached image embedding, so a look costs one mask decode.
     `presence_threshold`: below it the target is judged absent and the policy stops at once;
     `novelty_threshold`: a query whose MiniLM cosine similarity to every training query is below
     it names something the policy never learned: it stops at once and says "not found" (medical
     paraphrases of known targets score about 0.7 and above, everyday objects and nonsense 0.2 to
     0.55; see the README, "Compact policy, from the query alone").
-    `click_margin`: a belief-logit margin; clicks go only where the belief is confident (a positive
-    click where the logit exceeds +margin and the mask misses, a negative one where it is below
-    -margin and the mask covers), and the policy stops when no such disagreement is left: the
-    blurry rim of the belief is not worth a click. 0 = click at any disagreement with the
-    belief thresholded at 50%.
-    One instance plays one episode at a time (`begin` resets the patience count), as
-    `env.runner.run_episode`, the evaluation workers and the web app use it."""
+    `click_margin`: a belief-logit margin; candidate clicks go only where the belief is confident
+    (positive where the logit exceeds +margin and the mask misses, negative where it is below
+    -margin and the mask covers): the blurry rim of the belief is not worth a click. 0 = any
+    disagreement with the belief thresholded at 50%.
+    One instance plays one episode at a time (`begin` resets it), as `env.runner.run_episode`,
+    the evaluation workers and the web app use it."""
 
     name = "compact"
 
     def __init__(
         self,
         weights: str | Path | None = None,
-        stop_iou: float = 0.85,
-        patience: int = 1,
+        lookahead: int = 5,
+        min_gain: float = 0.005,
         presence_threshold: float = 0.5,
         novelty_threshold: float = 0.6,
         click_margin: float = 6.0,
     ):
+        if lookahead < 1:
+            raise IbisInputError("lookahead", f"expected at least 1 candidate click per sign, got {lookahead}")
         self.net = load_net(weights)
-        self.stop_iou = stop_iou
-        self.patience = patience
+        self.lookahead = lookahead
+        self.min_gain = min_gain
         self.presence_threshold = presence_threshold
         self.novelty_threshold = novelty_threshold
         self.click_margin = click_margin
         self.tool = None
         self._belief_key = None
-        self._best, self._stale = -1.0, 0
+        self._prior: dict[tuple, object] = {}
 
     def attach(self, tool) -> None:
         if not hasattr(tool, "embed") or tool.__class__.__name__ != "LiteMedSAMTool":
@@ -285,28 +334,27 @@ class CompactPolicy(Policy):
 
     def begin(self, query: str, gt_mask=None) -> None:
         self._belief_key = None
-        self._best, self._stale = -1.0, 0
+        self._prior = {}
 
-    def belief(self, image: np.ndarray, query: str) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-        """(belief of the target, presence probability, surely inside, surely outside), cached per
-        (image, query). The masks are H x W bool: belief logit above 0, above +click_margin, below
-        -click_margin."""
+    def _tool(self):
+        if self.tool is None:
+            from ibisagent.tools.litemedsam import LiteMedSAMTool
+
+            self.tool = LiteMedSAMTool()
+        return self.tool
+
+    def belief(self, image: np.ndarray, query: str) -> Belief:
+        """The belief about the target of `query` in `image`, cached per (image, query)."""
         import torch
 
         from ibisagent.policies.text_encoder import embed_texts
-        from ibisagent.tools.litemedsam import LiteMedSAMTool
 
-        if self.tool is None:
-            self.tool = LiteMedSAMTool()
-        emb = self.tool.embed(image)
+        emb = self._tool().embed(image)
         key = (emb.key, query)
         if self._belief_key != key:
             with torch.inference_mode():
                 logits, presence = self.net(emb.features.float(), embed_texts([query]))
-            target = belief_mask(logits, emb)
-            m = self.click_margin
-            inside, outside = (belief_mask(logits - m, emb), ~belief_mask(logits + m, emb)) if m else (target, ~target)
-            self._belief = (target, float(torch.sigmoid(presence[0])), inside, outside)
+            self._belief = Belief(belief_logits(logits, emb), float(torch.sigmoid(presence[0])))
             self._belief_key = key
         return self._belief
 
@@ -321,6 +369,31 @@ class CompactPolicy(Policy):
         best = int(sims.argmax())
         return float(sims[best]), self.net.known_texts[best]
 
+    def outcomes(self, image: np.ndarray, clicks: list[tuple[int, int, int]], candidates: list[Click]) -> list:
+        """The masks (H x W bool) the tool returns for the clicks so far ((x, y, label) pixels,
+        as the environment holds them) plus each candidate, from the same previous logits as the
+        environment's: the tool's answers to the clicks so far, remembered from earlier looks
+        (or replayed from the clicks when they came from elsewhere, e.g. a person)."""
+        tool = self._tool()
+        emb = tool.embed(image)
+        clicks = tuple(tuple(c) for c in clicks)
+        for n in range(1, len(clicks) + 1):  # the prior logits of a click sequence seen nowhere yet
+            if clicks[:n] not in self._prior:
+                self._prior[clicks[:n]] = self._predict(emb, clicks[:n], self._prior.get(clicks[: n - 1]))[1]
+        prior = self._prior.get(clicks)
+        masks = []
+        for x, y, label, _ in candidates:
+            after = clicks + ((x, y, label),)
+            mask, self._prior[after] = self._predict(emb, after, prior)
+            masks.append(mask)
+        return masks
+
+    def _predict(self, emb, clicks: tuple, prior):
+        out = self.tool.predict(
+            emb, np.array([(x, y) for x, y, _ in clicks]), np.array([lab for _, _, lab in clicks]), prior
+        )
+        return out.mask, out.logits
+
     def act(self, obs: Observation, episode: Episode) -> str:
         similarity, closest = self.novelty(obs.query)
         if similarity < self.novelty_threshold:
@@ -331,53 +404,54 @@ class CompactPolicy(Policy):
                 "stop",
                 answer="Not found: the query names nothing this policy knows, so no mask is given (low confidence).",
             )
-        target, p_present, inside, outside = self.belief(obs.original, obs.query)
+        belief = self.belief(obs.original, obs.query)
+        target, inside, outside = belief.regions(self.click_margin)
         H, W = target.shape
-        if p_present < self.presence_threshold:
+        if belief.presence < self.presence_threshold:
             return format_response(
-                f"I look for what the query asks for and judge it absent (confidence it is present: {p_present:.2f}).",
+                f"I look for what the query asks for and judge it absent (confidence it is present: {belief.presence:.2f}).",
                 "stop",
                 answer="No, the target is not visible in this image.",
             )
         if not target.any():
             return format_response(
-                f"The target may be present (confidence {p_present:.2f}), but no region of the image reaches 50% "
-                "belief, so I cannot place a click on it.",
+                f"The target may be present (confidence {belief.presence:.2f}), but no region of the image reaches "
+                "50% belief, so I cannot place a click on it.",
                 "stop",
                 answer="I could not locate the target in this image.",
             )
         area = 100 * target.mean()
         seen = f"The target I see covers about {area:.1f}% of the image, in the {where(target)} part."
-        d = decide(
-            obs.mask, target, inside, outside, self._best, self._stale, self.stop_iou, self.patience, self.click_margin
-        )
-        self._best, self._stale, agree, click = d.best, d.stale, d.agree, d.click
-        if d.kind == "stop_rim":
-            return format_response(
-                f"{seen} The mask (overlap {agree:.2f}) differs from it only along its uncertain rim, where I am not "
-                "sure enough to click, so I stop.",
-                "stop",
-                answer="Yes, the target is segmented.",
-            )
+        candidates = candidate_clicks(obs.mask, target, inside, outside, self.lookahead)
+        outcomes = self.outcomes(obs.original, obs.clicks, candidates)
+        d = decide(obs.mask, belief.probability(), candidates, outcomes, self.min_gain)
         if d.kind == "stop_match":
             return format_response(
-                f"{seen} The mask now matches it (overlap {agree:.2f}), so I stop.",
+                f"{seen} The mask (overlap {d.agree:.2f}) differs from it at most along its uncertain rim, where I "
+                "am not sure enough to click, so I stop.",
                 "stop",
                 answer="Yes, the target is segmented.",
             )
-        if d.kind == "stop_stale":
+        if d.kind == "stop_no_gain":
             return format_response(
-                f"{seen} The mask (overlap {agree:.2f}) has not come closer to it over my last {self._stale} clicks "
-                f"(best {self._best:.2f}), so more clicks would not help; I stop.",
+                f"{seen} The mask overlaps it by {d.agree:.2f}; none of the {d.considered} clicks I considered would "
+                f"bring it closer (best {d.after:.2f}), so I stop.",
                 "stop",
                 answer="Yes, the target is segmented.",
             )
-        x, y, label, depth = click
+        x, y, label, depth = d.click
         nx, ny = normalise(x, y, W, H)
+        gain = f"of the {d.considered} clicks I considered, this one brings the overlap to {d.after:.2f}"
         if not obs.mask.any():
-            why = f"{seen} There is no mask yet, so I place a positive point deep inside it."
+            why = f"{seen} There is no mask yet, so I place a positive point deep inside it ({gain})."
         elif label == 1:
-            why = f"{seen} The mask (overlap {agree:.2f}) misses a part about {2 * depth:.0f} px across; I add a positive point there."
+            why = (
+                f"{seen} The mask (overlap {d.agree:.2f}) misses a part about {2 * depth:.0f} px across; I add a "
+                f"positive point there ({gain})."
+            )
         else:
-            why = f"{seen} The mask (overlap {agree:.2f}) spills over a region about {2 * depth:.0f} px across; I add a negative point there."
+            why = (
+                f"{seen} The mask (overlap {d.agree:.2f}) spills over a region about {2 * depth:.0f} px across; I add "
+                f"a negative point there ({gain})."
+            )
         return format_response(why, "positive" if label == 1 else "negative", nx, ny)

@@ -1,17 +1,19 @@
 """The RL stage of the compact policy: GRPO over belief maps, played with the deployed click rule.
 
-The compact policy acts by a fixed rule on its belief map (`policies.compact.decide`: click at
-the deepest confident disagreement between the mask and the belief, stop when they agree), so
+The compact policy acts by a fixed rule on its belief map (`policies.compact.decide`: of a few
+candidate clicks at the deepest confident disagreements between the mask and the belief, the
+one whose tool mask agrees best with the belief; stop when none brings them closer), so
 the map is its only learned output and RL explores there. The policy is a Gaussian over belief
 maps centred on the network's, with low-frequency noise: one value per `block` x `block` cells
 (32 x 32 pixels of the tool frame) plus one offset for the whole map, which moves every
 threshold of the rule at once. For each training image and query it samples G maps, plays each
 as a whole episode from an empty mask with the deployed rule on the real tool (one batched
-decode per step for all live episodes), and scores every turn with the five reference rewards
-(`ibisagent.rewards.score_terms`, on the protocol text of the turn); an episode's return is the
-mean over its turns, as for the VLM (`train.rollout`). Advantages are normalised within the
-group; the objective is PPO's clipped ratio, no KL term, plus the SFT loss on the same states
-(`sft_weight`, InstructGPT's PPO-ptx) to keep the map calibrated where the rewards say nothing.
+decode per step for the candidate clicks of all live episodes), and scores every turn with the
+five reference rewards (`ibisagent.rewards.score_terms`, on the protocol text of the turn); an
+episode's return is the mean over its turns, as for the VLM (`train.rollout`). Advantages are
+normalised within the group; the objective is PPO's clipped ratio, no KL term, plus the SFT
+loss on the same states (`sft_weight`, InstructGPT's PPO-ptx) to keep the map calibrated where
+the rewards say nothing.
 
 Everything is in the tool's 256 x 256 input frame; one belief cell is 4 x 4 pixels.
 """
@@ -52,6 +54,9 @@ class CompactRLConfig:
     sigma_block: float = 2.0  # noise standard deviation per block, belief logits
     sigma_offset: float = 2.0  # noise standard deviation of the offset of the whole map, belief logits
     max_actions: int = 8  # turns per training episode (the deployed policy takes about 3)
+    # "all": every weight of the belief net; "head": only its last 1 x 1 conv (65 numbers: how the
+    # features map to logits, i.e. the belief's calibration), which cannot learn the images by heart
+    trainable: str = "all"
     seed: int = 0
 
 
@@ -96,20 +101,40 @@ def stop_text() -> str:
     return format_response("The mask matches what I see, so I stop.", "stop", answer="Yes, the target is segmented.")
 
 
+def decode_chunks(tool_net, features, points: list[list[tuple[int, int, int]]], prior, chunk: int = 48):
+    """The tool's mask decoder on many prompts at once, `chunk` at a time (memory): features
+    N x 256 x 64 x 64, points N lists of equal length of (x, y, label) in the 256 x 256 frame,
+    prior N x 1 x 256 x 256 logits or None -> N x 1 x 256 x 256 logits."""
+    import torch
+
+    from ibisagent.tools.litemedsam import decode
+    from ibisagent.train.tool import click_tensors
+
+    out = []
+    with torch.inference_mode():
+        for a in range(0, len(points), chunk):
+            mask_in = None if prior is None else prior[a : a + chunk]
+            logits, _ = decode(tool_net, features[a : a + chunk], *click_tensors(points[a : a + chunk]), mask_in, None)
+            out.append(logits)
+    return torch.cat(out)
+
+
 def play_episodes(tool_net, items: list[State], beliefs, settings: dict, max_actions: int) -> np.ndarray:
-    """Play the deployed click rule (`policies.compact.decide` with `settings`, the policy's
-    stop and click rules) on each belief map (N x 64 x 64 logits, one per item) from an empty
-    mask on the real tool, all N episodes in lockstep. -> N returns (mean reward over turns)."""
+    """Play the deployed click rule (`policies.compact.candidate_clicks` and `decide` with
+    `settings`, the policy's defaults) on each belief map (N x 64 x 64 logits, one per item)
+    from an empty mask on the real tool, all N episodes in lockstep: each step one batched
+    decode of every live episode's candidate clicks, whose chosen outcome becomes its next
+    mask. -> N returns (mean reward over turns)."""
     import torch
     import torch.nn.functional as F
 
     from ibisagent.eval.metrics import iou
-    from ibisagent.policies.compact import decide
+    from ibisagent.policies.compact import candidate_clicks, decide
     from ibisagent.rewards import score_terms
-    from ibisagent.tools.litemedsam import decode
-    from ibisagent.train.tool import click_tensors
 
-    up = F.interpolate(beliefs[:, None].float(), size=(256, 256), mode="bilinear", align_corners=False)[:, 0].numpy()
+    up = F.interpolate(beliefs[:, None].float(), size=(256, 256), mode="bilinear", align_corners=False)[:, 0]
+    prob = up.sigmoid().numpy()
+    up = up.numpy()
     m = settings["click_margin"]
     targets, inside, outside = up > 0, up > m, up < -m
     if not m:
@@ -118,37 +143,40 @@ def play_episodes(tool_net, items: list[State], beliefs, settings: dict, max_act
     masks = [np.zeros((256, 256), bool) for _ in range(N)]
     prior = [None] * N
     points: list[list[tuple[int, int, int]]] = [[] for _ in range(N)]
-    best, stale = [-1.0] * N, [0] * N
     turns: list[list[float]] = [[] for _ in range(N)]
     live = list(range(N))
     for step in range(1, max_actions + 1):
-        clicked, texts = [], {}
+        cands = {}
+        for i in live:
+            found = targets[i].any()
+            cands[i] = (
+                candidate_clicks(masks[i], targets[i], inside[i], outside[i], settings["lookahead"]) if found else []
+            )
+        asked = [(i, c) for i in live for c in cands[i]]
+        outcomes: dict[int, list] = {i: [] for i in live}
+        logits = None
+        if asked:
+            feats = torch.stack([items[i].features for i, _ in asked]).float()
+            pts = [points[i] + [c[:3]] for i, c in asked]
+            mask_in = None if step == 1 else torch.cat([prior[i] for i, _ in asked])
+            logits = decode_chunks(tool_net, feats, pts, mask_in)
+            for j, (i, _) in enumerate(asked):
+                outcomes[i].append((logits[j, 0].numpy() > 0, j))
+        clicked = []
         for i in live:
             gt, prev_iou = items[i].target, (iou(masks[i], items[i].target) if step > 1 else None)
-            d = None
-            if targets[i].any():
-                rule = (settings["stop_iou"], settings["patience"], m)
-                d = decide(masks[i], targets[i], inside[i], outside[i], best[i], stale[i], *rule)
-                best[i], stale[i] = d.best, d.stale
-            if d is None or d.kind != "click":
+            d = decide(masks[i], prob[i], cands[i], [o[0] for o in outcomes[i]], settings["min_gain"])
+            if d.kind != "click":
                 turns[i].append(score_terms(stop_text(), masks[i], None, gt, prev_iou, step)["total"])
                 continue
             x, y, label, _ = d.click
+            after, j = outcomes[i][d.index]
+            turns[i].append(score_terms(click_text(x, y, label), masks[i], after, gt, prev_iou, step)["total"])
             points[i].append((x, y, label))
-            texts[i] = (click_text(x, y, label), prev_iou)
+            masks[i], prior[i] = after, logits[j : j + 1]
             clicked.append(i)
         if not clicked:
             break
-        feats = torch.stack([items[i].features for i in clicked]).float()
-        mask_in = None if step == 1 else torch.cat([prior[i] for i in clicked])
-        with torch.inference_mode():
-            logits, _ = decode(tool_net, feats, *click_tensors([points[i] for i in clicked]), mask_in, None)
-        for j, i in enumerate(clicked):
-            prior[i] = logits[j : j + 1]
-            after = logits[j, 0].numpy() > 0
-            text, prev_iou = texts[i]
-            turns[i].append(score_terms(text, masks[i], after, items[i].target, prev_iou, step)["total"])
-            masks[i] = after
         live = clicked
     return np.array([np.mean(t) for t in turns], np.float32)
 
@@ -174,7 +202,10 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
     gen = torch.Generator().manual_seed(cfg.seed)
     tool_net.eval()
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if cfg.trainable not in ("all", "head"):
+        raise IbisInputError("trainable", f"expected all or head, got {cfg.trainable!r}")
+    params = list((net.head if cfg.trainable == "head" else net).parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     t0, step = time.perf_counter(), 0
     log_fh = (out_dir / "rl_log.jsonl").open("w")
     ema = None
@@ -201,7 +232,7 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
                 loss = loss + cfg.sft_weight * belief_loss(belief, targets, present)[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
         step += 1
         mean_r = float(returns.mean())

@@ -139,13 +139,14 @@ def test_episodes_of_the_deployed_rule_score_a_right_belief_above_a_wrong_one(tr
 
 
 def test_rl_stage_raises_the_return_of_the_deployed_rule(trained, demo_samples, tmp_path):
-    """A short seeded GRPO run (the policy-gradient term alone, no SFT anchor) from the shipped
-    weights raises the return of the deployed rule played on the network's own belief map over
-    the demo targets it trained on, and the weights reload as a policy."""
+    """A short seeded GRPO run (the policy-gradient term alone, no SFT anchor) on the head alone
+    of shipped weights made to under-segment (their belief logits lowered by 4) raises the return
+    of the deployed rule played on the network's own belief map over the demo targets, changes
+    no other weight, and the weights reload as a policy."""
     import torch
 
     from ibisagent.policies import make_policy
-    from ibisagent.policies.compact import WEIGHTS, load_net, policy_settings
+    from ibisagent.policies.compact import WEIGHTS, load_net, policy_settings, save_net
     from ibisagent.tools.litemedsam import build_model
     from ibisagent.train.compact import build_examples, embed_query_texts
     from ibisagent.train.compact_rl import CompactRLConfig, State, play_episodes, train_compact_rl
@@ -163,11 +164,18 @@ def test_rl_stage_raises_the_return_of_the_deployed_rule(trained, demo_samples, 
             belief = net(f, t)[0][:, 0]
         return float(play_episodes(tool_net, items, belief, policy_settings(), 8).mean())
 
-    before = deployed_return(load_net(WEIGHTS))
-    cfg = CompactRLConfig(minutes=5, max_steps=10, states_per_step=4, lr=1e-3, sft_weight=0.0)
-    rl_weights = train_compact_rl(load_net(WEIGHTS), pos, feats, text_emb, tmp_path, cfg)
+    start = load_net(WEIGHTS)
+    with torch.no_grad():
+        start.head.bias -= 4.0
+    save_net(start, tmp_path / "start.pt")
+    before = deployed_return(start)
+    cfg = CompactRLConfig(minutes=5, max_steps=10, states_per_step=4, lr=3e-2, sft_weight=0.0, trainable="head")
+    rl_weights = train_compact_rl(load_net(tmp_path / "start.pt"), pos, feats, text_emb, tmp_path, cfg)
     after = deployed_return(load_net(rl_weights))
-    assert after > before + 0.01, (before, after)
+    assert after > before + 0.02, (before, after)
+    old, new = load_net(tmp_path / "start.pt").state_dict(), load_net(rl_weights).state_dict()
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert changed and all(k.startswith("head.") for k in changed), changed
     assert (tmp_path / "rl_log.jsonl").read_text().strip()
     assert make_policy(f"compact:{rl_weights}").net is not None
 
@@ -204,52 +212,82 @@ def test_unknown_query_is_answered_not_found_without_a_click(trained, demo_sampl
         assert ep.answer.startswith("Not found") and "similarity" in ep.steps[0].response
 
 
-def test_patience_stops_when_clicks_stop_helping(trained):
-    """With patience 1 the policy stops once a click leaves its belief agreement no better."""
-    from ibisagent.env.env import Observation
-    from ibisagent.env.protocol import parse_response
-    from ibisagent.policies import make_policy
+def test_decide_takes_the_candidate_whose_mask_agrees_best_with_the_belief():
+    """`decide`: the candidate whose tool mask has the highest soft IoU with the belief, if it
+    gains more than `min_gain` over the current mask; else stop (no gain, or no candidate)."""
+    from ibisagent.policies.compact import decide, soft_iou
 
-    weights, _ = trained
-    policy = make_policy(f"compact:{weights}", patience=1, novelty_threshold=0.0)
+    prob = np.zeros((40, 40), np.float32)
+    prob[10:30, 10:30] = 1.0
+    half, full, none = np.zeros((40, 40), bool), prob > 0.5, np.zeros((40, 40), bool)
+    half[10:30, 10:20] = True
+    assert soft_iou(prob, half) == pytest.approx(0.5) and soft_iou(prob, full) == pytest.approx(1.0)
+    clicks = [(15, 20, 1, 5.0), (25, 20, 1, 5.0)]
+    d = decide(none, prob, clicks, [half, full], 0.005)
+    assert d.kind == "click" and d.click == clicks[1] and d.index == 1 and d.after == pytest.approx(1.0)
+    d = decide(half, prob, clicks, [half, half], 0.005)  # no click would change the mask
+    assert d.kind == "stop_no_gain" and d.click is None and d.agree == pytest.approx(0.5)
+    assert decide(full, prob, [], [], 0.005).kind == "stop_match"
+
+
+def test_candidate_clicks_sit_deep_in_the_sure_disagreements_and_leave_the_rim_alone():
+    from ibisagent.policies.compact import candidate_clicks
+
     target = np.zeros((64, 64), bool)
-    target[10:50, 10:50] = True
-    policy.belief = lambda image, query: (target, 0.9, target, ~target)
-    half = np.zeros_like(target)
-    half[10:50, 10:30] = True
-    policy.begin("q")
+    target[5:25, 5:25] = True  # the larger part: its centre comes first
+    target[40:50, 40:50] = True
+    got = candidate_clicks(np.zeros_like(target), target, target, ~target, k=5)
+    assert [(x, y, label) for x, y, label, _ in got] == [(14, 14, 1), (44, 44, 1)]
+    assert candidate_clicks(np.zeros_like(target), target, target, ~target, k=1)[0][:2] == (14, 14)
+    spill = target.copy()
+    spill[55:62, 2:30] = True  # covers both parts and a strip outside
+    got = candidate_clicks(spill, target, target, ~target, k=5)
+    assert len(got) == 1 and got[0][2] == 0 and 55 <= got[0][1] < 62
+    core = np.zeros_like(target)
+    core[8:22, 8:22] = True  # the mask covers the sure core of the first part; the rim is unsure
+    unsure_rim_only = candidate_clicks(core, target, core, ~target, k=5)
+    assert unsure_rim_only == []
 
-    def act(mask, step):
-        obs = Observation(np.zeros((64, 64, 3), np.uint8), mask, "", "q", step, [], np.zeros((64, 64, 3), np.uint8))
-        return parse_response(policy.act(obs, None))
 
-    assert act(np.zeros_like(target), 1).is_click  # no mask yet
-    assert act(half, 2).is_click  # first mask: agreement 0.5, a new best
-    last = act(half, 3)  # the click changed nothing
-    assert last.kind == "stop" and "has not come closer" in last.think
+def test_policy_foresees_the_tool_mask_of_each_click_it_places(trained, demo_samples, tool):
+    """Given the reference as its belief, the policy's clicks reach a good mask, and the overlap
+    each click's reasoning foresees is the overlap of the mask the environment then returns
+    (the lookahead replays the tool as the environment does, also after clicks of a person)."""
+    import re
 
-
-def test_click_margin_leaves_the_uncertain_rim_of_the_belief_alone(trained):
-    """A mask covering the belief's sure core: with a margin the policy stops, without one it
-    clicks into the rim (belief above 50% but not sure)."""
-    from ibisagent.env.env import Observation
-    from ibisagent.env.protocol import parse_response
+    from ibisagent.env.env import IbisEnv
+    from ibisagent.env.protocol import format_response
+    from ibisagent.env.rle import rle_decode
+    from ibisagent.env.runner import run_episode
+    from ibisagent.eval.metrics import iou
     from ibisagent.policies import make_policy
+    from ibisagent.policies.compact import Belief, soft_iou
+    from ibisagent.policies.oracle import normalise
 
     weights, _ = trained
-    target, core = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
-    target[10:50, 10:50] = True
-    core[20:40, 20:40] = True
-    obs = Observation(np.zeros((64, 64, 3), np.uint8), core, "", "q", 2, [], np.zeros((64, 64, 3), np.uint8))
-    actions = {}
-    for margin in (0.0, 2.0):
-        policy = make_policy(f"compact:{weights}", patience=0, novelty_threshold=0.0, click_margin=margin)
-        surely_in = core if margin else target
-        policy.belief = lambda image, query, surely_in=surely_in: (target, 0.9, surely_in, ~target)
-        policy.begin("q")
-        actions[margin] = parse_response(policy.act(obs, None))
-    assert actions[0.0].is_click and actions[0.0].kind == "positive"
-    assert actions[2.0].kind == "stop" and "uncertain rim" in actions[2.0].think
+    image, gt = demo_samples[0].load()
+    policy = make_policy(f"compact:{weights}", novelty_threshold=0.0)
+    belief = Belief(np.where(gt, 10.0, -10.0).astype(np.float32), 0.9)
+    policy.belief = lambda image, query: belief
+    ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the target.")
+    assert ep.clicks and iou(ep.final_mask, gt) > 0.8, [s.response for s in ep.steps]
+    prob = belief.probability()
+    for step in ep.steps:
+        if step.click is not None:
+            foreseen = float(re.search(r"brings the overlap to ([0-9.]+)", step.response).group(1))
+            assert foreseen == pytest.approx(soft_iou(prob, rle_decode(step.mask)), abs=0.006), step.response
+
+    env = IbisEnv(tool, max_steps=8)  # a person's two clicks first, then the policy's lookahead
+    env.reset(image, "Segment the target.", gt)
+    ys, xs = np.nonzero(gt)
+    H, W = gt.shape
+    env.step(format_response(".", "positive", *normalise(int(xs[0]), int(ys[0]), W, H)))
+    obs, *_ = env.step(format_response(".", "negative", *normalise(2, 2, W, H)))
+    policy.begin("Segment the target.")
+    candidate = (int(xs[len(xs) // 2]), int(ys[len(ys) // 2]), 1, 1.0)
+    foreseen = policy.outcomes(image, obs.clicks, [candidate])[0]
+    obs, *_ = env.step(format_response(".", "positive", *normalise(candidate[0], candidate[1], W, H)))
+    assert obs.clicks[-1] == candidate[:3] and np.array_equal(foreseen, obs.mask)
 
 
 def test_heldout_unknown_query_evaluation_counts_one_episode_per_image_and_query(trained, demo_samples):
