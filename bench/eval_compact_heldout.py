@@ -3,11 +3,14 @@
 
     python bench/eval_compact_heldout.py ../shared/data --weights ibisagent/policies/weights/compact_policy.pt \
         [--absent-only | --present-only] [--max-steps 20] [--lookahead K] [--min-gain G] [--click-margin M] [--split val]
+        [--reference-belief]
 
 Same split by image as `train compact` (15% held out); embeddings from its disk cache. Prints mean
 IoU per category on present targets, the share of absent-target questions (a structure that
 cannot appear in the image) answered by stopping with "no", and the share of out-of-domain
-queries (everyday objects, nonsense) answered without a click.
+queries (everyday objects, nonsense) answered without a click. `--reference-belief` gives the
+policy the reference mask as its belief map (present, sure everywhere): what its click rule and
+the tool reach when the belief is right, the ceiling of a better belief network.
 """
 
 from __future__ import annotations
@@ -15,6 +18,23 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+
+def reference_belief_policy(weights: str, kwargs: dict):
+    """The compact policy with the episode's reference mask as its belief (logits +-10)."""
+    import numpy as np
+
+    from ibisagent.policies.compact import Belief, CompactPolicy
+
+    class ReferenceBelief(CompactPolicy):
+        def begin(self, query: str, gt_mask=None) -> None:
+            super().begin(query, gt_mask)
+            self.reference = Belief(np.where(gt_mask, 10.0, -10.0).astype(np.float32), 1.0)
+
+        def belief(self, image, query):
+            return self.reference
+
+    return ReferenceBelief(weights, **kwargs)
 
 
 def main() -> None:
@@ -28,6 +48,7 @@ def main() -> None:
     ap.add_argument("--lookahead", type=int, default=None, help="candidate clicks per sign (default: the policy's)")
     ap.add_argument("--min-gain", type=float, default=None, help="the policy's stop rule (default: its own)")
     ap.add_argument("--click-margin", type=float, default=None, help="the policy's click margin (default: its own)")
+    ap.add_argument("--reference-belief", action="store_true", help="the reference mask as the belief map")
     ap.add_argument(
         "--split",
         choices=["heldout", "val"],
@@ -56,7 +77,8 @@ def main() -> None:
         if not args.absent_only:
             given = {"lookahead": args.lookahead, "min_gain": args.min_gain, "click_margin": args.click_margin}
             kwargs = {k: v for k, v in given.items() if v is not None}
-            res = evaluate_compact(spec, held, emb_files, args.max_steps, policy_kwargs=kwargs)
+            policy = reference_belief_policy(w, kwargs) if args.reference_belief else spec
+            res = evaluate_compact(policy, held, emb_files, args.max_steps, policy_kwargs=kwargs)
             out |= {
                 k: res[k]
                 for k in ("n", "mean_iou", "mean_steps", "no_click", "per_category", "per_modality", "per_target")

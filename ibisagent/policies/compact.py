@@ -377,6 +377,8 @@ class CompactPolicy(Policy):
         tool = self._tool()
         emb = tool.embed(image)
         clicks = tuple(tuple(c) for c in clicks)
+        # Only the answers along the clicks placed so far can be needed again (memory: 256 KB each).
+        self._prior = {k: v for k, v in self._prior.items() if k == clicks[: len(k)]}
         for n in range(1, len(clicks) + 1):  # the prior logits of a click sequence seen nowhere yet
             if clicks[:n] not in self._prior:
                 self._prior[clicks[:n]] = self._predict(emb, clicks[:n], self._prior.get(clicks[: n - 1]))[1]
@@ -441,7 +443,11 @@ class CompactPolicy(Policy):
             )
         x, y, label, depth = d.click
         nx, ny = normalise(x, y, W, H)
-        gain = f"of the {d.considered} clicks I considered, this one brings the overlap to {d.after:.2f}"
+        gain = (
+            f"of the {d.considered} clicks I considered, this one brings the overlap to {d.after:.2f}"
+            if d.considered > 1
+            else f"the one click I considered brings the overlap to {d.after:.2f}"
+        )
         if not obs.mask.any():
             why = f"{seen} There is no mask yet, so I place a positive point deep inside it ({gain})."
         elif label == 1:
