@@ -103,9 +103,10 @@ def stop_text() -> str:
     return format_response("The mask matches what I see, so I stop.", "stop", answer="Yes, the target is segmented.")
 
 
-def decode_chunks(tool_net, features, points: list[list[tuple[int, int, int]]], prior, chunk: int = 48):
-    """The tool's mask decoder on many prompts at once, `chunk` at a time (memory): features
-    N x 256 x 64 x 64, points N lists of equal length of (x, y, label) in the 256 x 256 frame,
+def decode_chunks(tool_net, features: list, points: list[list[tuple[int, int, int]]], prior, chunk: int = 48):
+    """The tool's mask decoder on many prompts at once, `chunk` at a time (memory: only a chunk's
+    features are stacked): features N tensors 256 x 64 x 64, points N lists of equal length of
+    (x, y, label) in the 256 x 256 frame,
     prior N x 1 x 256 x 256 logits or None -> N x 1 x 256 x 256 logits."""
     import torch
 
@@ -116,7 +117,8 @@ def decode_chunks(tool_net, features, points: list[list[tuple[int, int, int]]], 
     with torch.inference_mode():
         for a in range(0, len(points), chunk):
             mask_in = None if prior is None else prior[a : a + chunk]
-            logits, _ = decode(tool_net, features[a : a + chunk], *click_tensors(points[a : a + chunk]), mask_in, None)
+            feats = torch.stack(features[a : a + chunk]).float()
+            logits, _ = decode(tool_net, feats, *click_tensors(points[a : a + chunk]), mask_in, None)
             out.append(logits)
     return torch.cat(out)
 
@@ -158,10 +160,9 @@ def play_episodes(tool_net, items: list[State], beliefs, settings: dict, max_act
         outcomes: dict[int, list] = {i: [] for i in live}
         logits = None
         if asked:
-            feats = torch.stack([items[i].features for i, _ in asked]).float()
             pts = [points[i] + [c[:3]] for i, c in asked]
             mask_in = None if step == 1 else torch.cat([prior[i] for i, _ in asked])
-            logits = decode_chunks(tool_net, feats, pts, mask_in)
+            logits = decode_chunks(tool_net, [items[i].features for i, _ in asked], pts, mask_in)
             for j, (i, _) in enumerate(asked):
                 outcomes[i].append((logits[j, 0].numpy() > 0, j))
         clicked = []
@@ -215,8 +216,8 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
         batch = [items[rng.randrange(len(items))] for _ in range(cfg.states_per_step)]
         feats_b = torch.stack([it.features for it in batch]).float()
         text = torch.stack([text_emb[rng.choice(it.texts)] for it in batch])
-        targets = torch.from_numpy(np.stack([pooled_target(it.target) for it in batch]))[:, None]
-        present = torch.ones(len(batch))
+        if cfg.sft_weight > 0:  # the SFT loss's pooled references, only when it is used
+            targets = torch.from_numpy(np.stack([pooled_target(it.target) for it in batch]))[:, None]
         with torch.no_grad():
             mean, _ = net(feats_b, text)
             samples = sample_beliefs(mean, cfg, gen)
@@ -231,7 +232,7 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
             clipped = ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps)
             loss = -torch.minimum(ratio * adv, clipped * adv).mean()
             if cfg.sft_weight > 0:
-                loss = loss + cfg.sft_weight * belief_loss(belief, targets, present)[0]
+                loss = loss + cfg.sft_weight * belief_loss(belief, targets, torch.ones(len(batch)))[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
