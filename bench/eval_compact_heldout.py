@@ -2,7 +2,7 @@
 `ibisagent train compact`, re-runnable for any weights file).
 
     python bench/eval_compact_heldout.py ../shared/data --weights ibisagent/policies/weights/compact_policy.pt \
-        [--absent-only | --present-only] [--max-steps 20] [--lookahead K] [--min-gain G] [--click-margin M] [--split val]
+        [--absent-only | --present-only] [--max-steps 20] [--lookahead K] [--min-gain G] [--click-margin M] [--guess-floor F] [--split val]
         [--reference-belief]
 
 Same split by image as `train compact` (15% held out); embeddings from its disk cache. Prints mean
@@ -48,6 +48,12 @@ def main() -> None:
     ap.add_argument("--lookahead", type=int, default=None, help="candidate clicks per sign (default: the policy's)")
     ap.add_argument("--min-gain", type=float, default=None, help="the policy's stop rule (default: its own)")
     ap.add_argument("--click-margin", type=float, default=None, help="the policy's click margin (default: its own)")
+    ap.add_argument(
+        "--guess-floor",
+        type=float,
+        default=None,
+        help="the policy's best-guess floor (default: its own; inf: no guesses)",
+    )
     ap.add_argument("--reference-belief", action="store_true", help="the reference mask as the belief map")
     ap.add_argument(
         "--split",
@@ -75,7 +81,12 @@ def main() -> None:
         spec = f"compact:{w}"
         out = {"weights": w}
         if not args.absent_only:
-            given = {"lookahead": args.lookahead, "min_gain": args.min_gain, "click_margin": args.click_margin}
+            given = {
+                "lookahead": args.lookahead,
+                "min_gain": args.min_gain,
+                "click_margin": args.click_margin,
+                "guess_floor": args.guess_floor,
+            }
             kwargs = {k: v for k, v in given.items() if v is not None}
             policy = reference_belief_policy(w, kwargs) if args.reference_belief else spec
             res = evaluate_compact(policy, held, emb_files, args.max_steps, policy_kwargs=kwargs)

@@ -28,6 +28,7 @@ from ibisagent.policies.oracle import error_distance, normalise
 
 WEIGHTS = Path(__file__).parent / "weights" / "compact_policy.pt"
 GRID = 64  # belief-map side; one cell is 4 x 4 pixels of the 256 x 256 tool frame
+GUESS_WIDTH = 1.0  # a best guess (`best_guess`) is where the belief is within this many logits of its peak
 
 
 def pool_features(feats):
@@ -197,6 +198,17 @@ class Belief(NamedTuple):
         return 1 / (1 + np.exp(-np.clip(self.logits, -30, 30)))
 
 
+def best_guess(logits: np.ndarray, floor: float, width: float = GUESS_WIDTH) -> np.ndarray | None:
+    """When no pixel of a belief map (logits, any shape) reaches 50% but its peak is above
+    `floor` (a logit), the map shifted so that the region within `width` logits of its peak is
+    the target: the policy's low-confidence best guess, played by the same rule. None when the
+    map already has a target (nothing to guess) or its peak is at or below `floor`."""
+    peak = float(logits.max())
+    if peak > 0 or peak <= floor:
+        return None
+    return logits + (width - peak)
+
+
 def where(mask: np.ndarray) -> str:
     """Position words for a mask's centre: "upper left", "centre", ..."""
     ys, xs = np.nonzero(mask)
@@ -301,6 +313,10 @@ class CompactPolicy(Policy):
     (positive where the logit exceeds +margin and the mask misses, negative where it is below
     -margin and the mask covers): the blurry rim of the belief is not worth a click. 0 = any
     disagreement with the belief thresholded at 50%.
+    `guess_floor`: a belief logit; when the target is judged present but no pixel reaches 50%
+    belief, and the belief's peak is above this floor (-3: 4.7%), the policy segments its best
+    guess (`best_guess`: where the belief is within 1 logit of its peak) and says it is a
+    low-confidence guess; at or below the floor it stops without a mask.
     One instance plays one episode at a time (`begin` resets it), as `env.runner.run_episode`,
     the evaluation workers and the web app use it."""
 
@@ -314,6 +330,7 @@ class CompactPolicy(Policy):
         presence_threshold: float = 0.5,
         novelty_threshold: float = 0.6,
         click_margin: float = 6.0,
+        guess_floor: float = -3.0,
     ):
         if lookahead < 1:
             raise IbisInputError("lookahead", f"expected at least 1 candidate click per sign, got {lookahead}")
@@ -323,6 +340,7 @@ class CompactPolicy(Policy):
         self.presence_threshold = presence_threshold
         self.novelty_threshold = novelty_threshold
         self.click_margin = click_margin
+        self.guess_floor = guess_floor
         self.tool = None
         self._belief_key = None
         self._prior: dict[tuple, object] = {}
@@ -407,23 +425,35 @@ class CompactPolicy(Policy):
                 answer="Not found: the query names nothing this policy knows, so no mask is given (low confidence).",
             )
         belief = self.belief(obs.original, obs.query)
-        target, inside, outside = belief.regions(self.click_margin)
-        H, W = target.shape
         if belief.presence < self.presence_threshold:
             return format_response(
                 f"I look for what the query asks for and judge it absent (confidence it is present: {belief.presence:.2f}).",
                 "stop",
                 answer="No, the target is not visible in this image.",
             )
+        peak = float(1 / (1 + np.exp(-np.clip(belief.logits.max(), -30, 30))))
+        guess = best_guess(belief.logits, self.guess_floor)
+        if guess is not None:
+            belief = Belief(guess, belief.presence)
+        target, inside, outside = belief.regions(self.click_margin)
+        H, W = target.shape
         if not target.any():
             return format_response(
-                f"The target may be present (confidence {belief.presence:.2f}), but no region of the image reaches "
-                "50% belief, so I cannot place a click on it.",
+                f"The target may be present (confidence {belief.presence:.2f}), but the most likely place for it "
+                f"reaches only {100 * peak:.0f}% belief, too little to place a click on.",
                 "stop",
                 answer="I could not locate the target in this image.",
             )
+        yes = "Yes, the target is segmented."
+        if guess is not None:
+            yes = f"Yes, but with low confidence: the mask is my best guess (peak belief {100 * peak:.0f}%)."
         area = 100 * target.mean()
         seen = f"The target I see covers about {area:.1f}% of the image, in the {where(target)} part."
+        if guess is not None:
+            seen = (
+                f"No part of the image reaches 50% belief; my best guess is where the belief is highest (peak "
+                f"{100 * peak:.0f}%): about {area:.1f}% of the image, in the {where(target)} part."
+            )
         candidates = candidate_clicks(obs.mask, target, inside, outside, self.lookahead)
         outcomes = self.outcomes(obs.original, obs.clicks, candidates)
         d = decide(obs.mask, belief.probability(), candidates, outcomes, self.min_gain)
@@ -432,14 +462,14 @@ class CompactPolicy(Policy):
                 f"{seen} The mask (overlap {d.agree:.2f}) differs from it at most along its uncertain rim, where I "
                 "am not sure enough to click, so I stop.",
                 "stop",
-                answer="Yes, the target is segmented.",
+                answer=yes,
             )
         if d.kind == "stop_no_gain":
             return format_response(
                 f"{seen} The mask overlaps it by {d.agree:.2f}; none of the {d.considered} clicks I considered would "
                 f"bring it closer (best {d.after:.2f}), so I stop.",
                 "stop",
-                answer="Yes, the target is segmented.",
+                answer=yes,
             )
         x, y, label, depth = d.click
         nx, ny = normalise(x, y, W, H)

@@ -578,3 +578,43 @@ def test_training_falls_back_to_eager_when_compilation_fails(trained, demo_sampl
     eager = []
     train_compact(pos, neg, feats, tmp_path / "eager", replace(cfg, compile=False), log=eager.append)
     assert any(m.startswith("training in") for m in eager) and not any("compiled" in m for m in eager), eager
+
+
+def test_best_guess_lifts_a_faint_peak_and_leaves_sure_or_empty_maps_alone():
+    from ibisagent.policies.compact import best_guess
+
+    faint = np.full((32, 32), -8.0, np.float32)
+    faint[10:14, 20:24] = -2.0
+    faint[11:13, 21:23] = -1.5
+    lifted = best_guess(faint, floor=-3.0)
+    assert lifted is not None and lifted.max() == pytest.approx(1.0)
+    assert np.array_equal(lifted > 0, faint > -2.5)  # within 1 logit of the peak: the faint blob
+    assert best_guess(faint, floor=-1.0) is None  # peak at or below the floor: nothing to guess
+    sure = faint.copy()
+    sure[0, 0] = 0.5
+    assert best_guess(sure, floor=-3.0) is None  # a target already: no guess
+
+
+def test_faint_belief_gives_a_clicked_best_guess_stated_as_low_confidence(trained, demo_samples, tool):
+    """A present target whose belief peaks at 27% (logit -1) inside the reference: the policy
+    clicks there and says its mask is a low-confidence best guess; below the floor it stops
+    without a click and says it could not locate the target."""
+    from ibisagent.env.env import IbisEnv
+    from ibisagent.env.runner import run_episode
+    from ibisagent.eval.metrics import iou
+    from ibisagent.policies import make_policy
+    from ibisagent.policies.compact import Belief
+
+    weights, _ = trained
+    image, gt = demo_samples[0].load()
+    policy = make_policy(f"compact:{weights}", novelty_threshold=0.0)
+    policy.belief = lambda image, query: Belief(np.where(gt, -1.0, -6.0).astype(np.float32), 0.9)
+    ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the target.")
+    assert ep.clicks and iou(ep.final_mask, gt) > 0.5, [s.response for s in ep.steps]
+    assert "best guess" in ep.steps[0].response and "peak 27%" in ep.steps[0].response
+    assert ep.answer.startswith("Yes, but with low confidence")
+
+    policy.belief = lambda image, query: Belief(np.where(gt, -4.0, -6.0).astype(np.float32), 0.9)
+    ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the target.")
+    assert not ep.clicks and "reaches only 2% belief" in ep.steps[0].response
+    assert ep.answer == "I could not locate the target in this image."
