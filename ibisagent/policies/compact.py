@@ -195,7 +195,16 @@ class Belief(NamedTuple):
 
     def probability(self) -> np.ndarray:
         """H x W float32 in [0, 1]."""
-        return 1 / (1 + np.exp(-np.clip(self.logits, -30, 30)))
+        return sigmoid(self.logits)
+
+    def peak(self) -> float:
+        """The highest probability anywhere in the map, in [0, 1]."""
+        return float(sigmoid(self.logits.max()))
+
+
+def sigmoid(logits):
+    """Logits (array or scalar) -> probabilities in [0, 1], overflow-safe."""
+    return 1 / (1 + np.exp(-np.clip(logits, -30, 30)))
 
 
 def best_guess(logits: np.ndarray, floor: float, width: float = GUESS_WIDTH) -> np.ndarray | None:
@@ -431,7 +440,7 @@ class CompactPolicy(Policy):
                 "stop",
                 answer="No, the target is not visible in this image.",
             )
-        peak = float(1 / (1 + np.exp(-np.clip(belief.logits.max(), -30, 30))))
+        peak = belief.peak()
         guess = best_guess(belief.logits, self.guess_floor)
         if guess is not None:
             belief = Belief(guess, belief.presence)
@@ -448,8 +457,9 @@ class CompactPolicy(Policy):
         if guess is not None:
             yes = f"Yes, but with low confidence: the mask is my best guess (peak belief {100 * peak:.0f}%)."
         area = 100 * target.mean()
-        seen = f"The target I see covers about {area:.1f}% of the image, in the {where(target)} part."
-        if guess is not None:
+        if guess is None:
+            seen = f"The target I see covers about {area:.1f}% of the image, in the {where(target)} part."
+        else:
             seen = (
                 f"No part of the image reaches 50% belief; my best guess is where the belief is highest (peak "
                 f"{100 * peak:.0f}%): about {area:.1f}% of the image, in the {where(target)} part."

@@ -133,19 +133,14 @@ def play_episodes(tool_net, items: list[State], beliefs, settings: dict, max_act
     import torch.nn.functional as F
 
     from ibisagent.eval.metrics import iou
-    from ibisagent.policies.compact import best_guess, candidate_clicks, decide
+    from ibisagent.policies.compact import Belief, best_guess, candidate_clicks, decide
     from ibisagent.rewards import score_terms
 
     up = F.interpolate(beliefs[:, None].float(), size=(256, 256), mode="bilinear", align_corners=False)[:, 0].numpy()
-    for i, u in enumerate(up):  # no pixel at 50%: the policy plays its best guess
-        guess = best_guess(u, settings["guess_floor"])
-        if guess is not None:
-            up[i] = guess
-    prob = 1 / (1 + np.exp(-np.clip(up, -30, 30)))
-    m = settings["click_margin"]
-    targets, inside, outside = up > 0, up > m, up < -m
-    if not m:
-        inside, outside = targets, ~targets
+    # As the policy: on a map with no pixel at 50%, its best guess (targets here are present).
+    maps = [Belief(u if (g := best_guess(u, settings["guess_floor"])) is None else g, 1.0) for u in up]
+    prob = [b.probability() for b in maps]
+    targets, inside, outside = zip(*(b.regions(settings["click_margin"]) for b in maps))
     N = len(items)
     masks = [np.zeros((256, 256), bool) for _ in range(N)]
     prior = [None] * N
