@@ -44,11 +44,14 @@ def build_net(
     reduce: int = 64,
     dilations: tuple[int, ...] = (1, 1, 1, 1),
     dropout: float = 0.0,
+    coarse: int = 0,
 ):
     """The belief network. forward(features B x 256 x 64 x 64, text B x 384) ->
     (belief logits B x 1 x 64 x 64, presence logit B). One FiLM block per entry of
     `dilations` (3 x 3 convs with that dilation: (1, 2, 4, 8) sees 31 x 31 cells, all 1s 9 x 9);
     `dropout`: spatial dropout of each block's output in training mode (no weights, not saved).
+    `coarse`: FiLM blocks on a 16 x 16 copy of the map (stride-4 conv in, upsampled and added back
+    before the last full-resolution block): the whole image in view at a 16th of a block's cost.
 
     The 256-channel embedding first goes through a frozen 1 x 1 projection onto its `reduce`
     leading principal components (set by `train.compact.fit_reduction`): training then reads
@@ -58,11 +61,11 @@ def build_net(
     from torch import nn
 
     class FiLMBlock(nn.Module):
-        def __init__(self, dilation: int):
+        def __init__(self, dilation: int, width: int = hidden):
             super().__init__()
-            self.conv = nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation)
-            self.norm = nn.GroupNorm(8, hidden)
-            self.film = nn.Linear(text_dim, 2 * hidden)
+            self.conv = nn.Conv2d(width, width, 3, padding=dilation, dilation=dilation)
+            self.norm = nn.GroupNorm(8, width)
+            self.film = nn.Linear(text_dim, 2 * width)
 
         def forward(self, h, t):
             gamma, beta = self.film(t).chunk(2, dim=-1)
@@ -97,6 +100,11 @@ def build_net(
             self.register_buffer("reduce_bias", torch.zeros(reduce))
             self.proj = nn.Conv2d(reduce + 2, hidden, 1)  # + (x, y) coordinates: "left", "upper", ...
             self.blocks = nn.ModuleList([FiLMBlock(d) for d in dilations])
+            if coarse:
+                wide = 2 * hidden
+                self.down = nn.Conv2d(hidden, wide, 4, stride=4)
+                self.coarse = nn.ModuleList([FiLMBlock(1, wide) for _ in range(coarse)])
+                self.up = nn.Conv2d(wide, hidden, 1)
             self.head = nn.Conv2d(hidden, 1, 1)
             self.presence = PresenceHead()
             # Unit-norm MiniLM embeddings of the training queries (K x 384) and their texts: a query
@@ -115,7 +123,12 @@ def build_net(
             yy, xx = torch.meshgrid(lin, lin, indexing="ij")
             coords = torch.stack([xx, yy])[None].expand(B, -1, -1, -1)
             h = torch.relu(self.proj(torch.cat([reduced, coords], 1)))
-            for blk in self.blocks:
+            for i, blk in enumerate(self.blocks):
+                if coarse and i == len(self.blocks) - 1:
+                    g = self.down(h)
+                    for cb in self.coarse:
+                        g = cb(g, text)
+                    h = h + torch.nn.functional.interpolate(self.up(g), size=h.shape[-2:], mode="bilinear")
                 h = blk(h, text)
             return h
 
@@ -139,7 +152,12 @@ def load_net(path: str | Path | None = None):
     arch = blob.get("arch", {})
     if arch.get("layout") != 3:
         raise IbisInputError(path, "compact weights of an older layout; retrain with: ibisagent train compact")
-    net = build_net(hidden=arch["hidden"], reduce=arch["reduce"], dilations=tuple(arch.get("dilations", (1, 1, 1, 1))))
+    net = build_net(
+        hidden=arch["hidden"],
+        reduce=arch["reduce"],
+        dilations=tuple(arch.get("dilations", (1, 1, 1, 1))),
+        coarse=arch.get("coarse", 0),
+    )
     net.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
     known = blob.get("known_queries") or {}
     net.known_texts, net.known_emb = list(known.get("texts", [])), known.get("emb", net.known_emb).float()
@@ -161,6 +179,7 @@ def save_net(net, path: Path, **meta) -> Path:
         "hidden": net.blocks[0].conv.in_channels,
         "reduce": net.reduce_weight.shape[0],
         "dilations": [b.conv.dilation[0] for b in net.blocks],
+        "coarse": len(getattr(net, "coarse", ())),
         "layout": 3,
     }
     torch.save({"state_dict": state, "arch": arch, "known_queries": known, **meta}, buf)

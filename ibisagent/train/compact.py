@@ -38,6 +38,7 @@ class CompactTrainConfig:
     hidden: int = 64
     reduce: int = 64  # principal components of the 256-channel embedding the belief net reads
     dilations: tuple[int, ...] = (1, 1, 1, 1)  # one FiLM block per entry, 3 x 3 conv with this dilation
+    coarse: int = 0  # FiLM blocks at 16 x 16 before the last block (build_net's `coarse`)
     seed: int = 0
     heldout_percent: int = 15
     absent_per_image: int = 6  # absent-target negatives per training image
@@ -205,7 +206,9 @@ def train_compact(
     text_emb = embed_query_texts(positives, negatives, log, extra_texts=ood_texts, known=text_emb)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    net = build_net(hidden=cfg.hidden, reduce=cfg.reduce, dilations=cfg.dilations, dropout=cfg.dropout)
+    net = build_net(
+        hidden=cfg.hidden, reduce=cfg.reduce, dilations=cfg.dilations, dropout=cfg.dropout, coarse=cfg.coarse
+    )
     explained = fit_reduction(net, feats, cfg.seed)
     log(f"embedding reduced to {cfg.reduce} principal components ({explained:.1%} of the variance)")
     keys = list(feats)

@@ -618,3 +618,31 @@ def test_faint_belief_gives_a_clicked_best_guess_stated_as_low_confidence(traine
     ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the target.")
     assert not ep.clicks and "reaches only 2% belief" in ep.steps[0].response
     assert ep.answer == "I could not locate the target in this image."
+
+
+def test_coarse_blocks_shape_the_belief_and_survive_saving(tmp_path):
+    """`coarse`: the 16 x 16 FiLM blocks add to the map before the last block (silencing their
+    1 x 1 output conv changes the belief), and the saved weights reload
+    with the same architecture and outputs (fp16 storage)."""
+    import torch
+
+    from ibisagent.policies.compact import build_net, load_net, save_net
+
+    torch.manual_seed(0)
+    f, t = torch.randn(1, 8, 64, 64), torch.randn(1, 384)
+    net = build_net(hidden=16, reduce=8, coarse=2).eval()
+    assert len(net.coarse) == 2 and not hasattr(build_net(hidden=16, reduce=8), "coarse")
+    with torch.no_grad():
+        before = net.belief(f, t)
+        silenced = build_net(hidden=16, reduce=8, coarse=2).eval()
+        silenced.load_state_dict(net.state_dict())
+        silenced.up.weight.zero_()
+        silenced.up.bias.zero_()
+        assert (silenced.belief(f, t) - before).abs().max() > 1e-3
+    path = save_net(net, tmp_path / "coarse.pt")
+    again = load_net(path)
+    assert len(again.coarse) == 2
+    half = build_net(hidden=16, reduce=8, coarse=2)
+    half.load_state_dict({k: v.half().float() for k, v in net.state_dict().items()})
+    with torch.no_grad():
+        assert torch.allclose(again.belief(f, t), half.eval().belief(f, t), atol=1e-4)
