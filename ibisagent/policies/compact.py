@@ -50,8 +50,9 @@ def build_net(
     (belief logits B x 1 x 64 x 64, presence logit B). One FiLM block per entry of
     `dilations` (3 x 3 convs with that dilation: (1, 2, 4, 8) sees 31 x 31 cells, all 1s 9 x 9);
     `dropout`: spatial dropout of each block's output in training mode (no weights, not saved).
-    `coarse`: FiLM blocks on a 16 x 16 copy of the map (stride-4 conv in, upsampled and added back
-    before the last full-resolution block): the whole image in view at a 16th of a block's cost.
+    `coarse`: FiLM blocks on a 16 x 16 copy of the map at twice the width (stride-4 conv in,
+    upsampled and added back before the last full-resolution block): the whole image in view, each
+    coarse block at a quarter of a full-resolution block's multiply-adds.
 
     The 256-channel embedding first goes through a frozen 1 x 1 projection onto its `reduce`
     leading principal components (set by `train.compact.fit_reduction`): training then reads
@@ -123,14 +124,20 @@ def build_net(
             yy, xx = torch.meshgrid(lin, lin, indexing="ij")
             coords = torch.stack([xx, yy])[None].expand(B, -1, -1, -1)
             h = torch.relu(self.proj(torch.cat([reduced, coords], 1)))
-            for i, blk in enumerate(self.blocks):
-                if coarse and i == len(self.blocks) - 1:
-                    g = self.down(h)
-                    for cb in self.coarse:
-                        g = cb(g, text)
-                    h = h + torch.nn.functional.interpolate(self.up(g), size=h.shape[-2:], mode="bilinear")
+            for blk in self.blocks[:-1]:
+                h = blk(h, text)
+            if coarse:
+                h = h + self.coarse_view(h, text)
+            for blk in self.blocks[-1:]:
                 h = blk(h, text)
             return h
+
+        def coarse_view(self, h, text):
+            """hidden map B x hidden x 64 x 64 -> the coarse blocks' answer at the same shape."""
+            g = self.down(h)
+            for blk in self.coarse:
+                g = blk(g, text)
+            return torch.nn.functional.interpolate(self.up(g), size=h.shape[-2:], mode="bilinear")
 
         def belief(self, reduced, text):
             """-> belief logits B x 1 x 64 x 64"""
