@@ -11,36 +11,25 @@ of each episode chosen with the reference (an oracle stop, which no stop rule ca
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
+from _heldout import heldout_parser, heldout_samples
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="+", type=Path)
-    ap.add_argument("--weights", default="ibisagent/policies/weights/compact_policy.pt")
+    ap = heldout_parser(__doc__)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--click-margin", type=float, default=0.0)
-    ap.add_argument("--heldout", type=int, default=15)
-    from ibisagent.train import DEFAULT_CACHE_DIR
-
-    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = ap.parse_args()
 
-    from ibisagent.cli.train import collect_pairs
-    from ibisagent.data.splits import split_by_image
     from ibisagent.data.structures import lookup
     from ibisagent.eval.metrics import iou, iou_at
     from ibisagent.policies.compact import CompactPolicy
     from ibisagent.train.compact import heldout_episodes
-    from ibisagent.train.embedding_cache import cached_embeddings
 
-    _, held = split_by_image(collect_pairs(args.data), args.heldout)
-    emb_files = cached_embeddings(held, args.cache_dir)
+    held, emb_files = heldout_samples(args)
     policy = CompactPolicy(args.weights, min_gain=-1.0, click_margin=args.click_margin)
     rows = []
     for s, gt, ep in heldout_episodes(policy, held, emb_files, args.steps):

@@ -18,12 +18,11 @@ would pay); `oracle` close to `none` means the blobs themselves are wrong (a bet
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
+from _heldout import heldout_parser, heldout_samples
 
 MODES = ("none", "top", "oracle")
 
@@ -70,26 +69,16 @@ def component_policy(weights: str, mode: str):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", nargs="+", type=Path)
-    ap.add_argument("--weights", default="ibisagent/policies/weights/compact_policy.pt")
+    ap = heldout_parser(__doc__)
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--max-steps", type=int, default=20)
-    ap.add_argument("--heldout", type=int, default=15)
-    from ibisagent.train import DEFAULT_CACHE_DIR
-
-    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = ap.parse_args()
 
-    from ibisagent.cli.train import collect_pairs
-    from ibisagent.data.splits import split_by_image
     from ibisagent.data.structures import lookup
     from ibisagent.eval.metrics import iou
     from ibisagent.train.compact import heldout_episodes
-    from ibisagent.train.embedding_cache import cached_embeddings
 
-    _, held = split_by_image(collect_pairs(args.data), args.heldout)
-    emb_files = cached_embeddings(held, args.cache_dir)
+    held, emb_files = heldout_samples(args)
     for mode in args.modes:
         policy = component_policy(args.weights, mode)
         by_cat: dict[str, list] = defaultdict(list)
