@@ -86,7 +86,7 @@ def main() -> None:
         for s, gt, ep in heldout_episodes(policy, held, emb_files, args.max_steps):
             if gt is None or not hasattr(ep, "final_mask"):
                 continue
-            # Episodes that stop at once (judged absent, unknown query) never set a belief.
+            # An episode stopped at once for an unknown query (CompactPolicy.novelty) never asks for a belief.
             belief = policy.cut[1].logits > 0 if policy.cut else np.zeros_like(gt)
             info = lookup(s.structure)
             row = (iou(belief, gt), iou(ep.final_mask, gt), len(ep.steps))
