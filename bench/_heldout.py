@@ -6,24 +6,40 @@ import argparse
 from pathlib import Path
 
 
-def heldout_parser(doc: str) -> argparse.ArgumentParser:
-    """A parser with the arguments every compact bench takes: data folders, --weights, --heldout
-    (percent of images), --cache-dir (the embedding cache `train compact` fills)."""
+def heldout_parser(doc: str, many_weights: bool = False) -> argparse.ArgumentParser:
+    """A parser with the arguments every compact bench takes: data folders, --weights (one file, or
+    several with `many_weights`), --heldout (percent of images), --split / --val (the held-out split
+    or the validation split of `bench/compact_variants.py`), --cache-dir (the embedding cache
+    `train compact` fills)."""
     from ibisagent.train import DEFAULT_CACHE_DIR
 
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", nargs="+", type=Path)
-    ap.add_argument("--weights", default="ibisagent/policies/weights/compact_policy.pt")
+    default = "ibisagent/policies/weights/compact_policy.pt"
+    if many_weights:
+        ap.add_argument("--weights", nargs="+", default=[default])
+    else:
+        ap.add_argument("--weights", default=default)
     ap.add_argument("--heldout", type=int, default=15)
+    ap.add_argument(
+        "--split",
+        choices=["heldout", "val"],
+        default="heldout",
+        help="heldout: the split train compact reports; val: the validation images of bench/compact_variants.py "
+        "(training images of the full run: use it with weights trained by that script)",
+    )
+    ap.add_argument("--val", type=int, default=10, help="percent of images after the held-out ones (--split val)")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     return ap
 
 
 def heldout_samples(args) -> tuple[list, dict]:
-    """-> (held-out samples, image path -> cached embedding file for those already embedded)."""
+    """-> (samples of the split `args` names, image path -> cached embedding file for those already embedded)."""
     from ibisagent.cli.train import collect_pairs
-    from ibisagent.data.splits import split_by_image
+    from ibisagent.data.splits import split_by_image, validation_split
     from ibisagent.train.embedding_cache import cached_embeddings
 
-    _, held = split_by_image(collect_pairs(args.data), args.heldout)
+    train, held = split_by_image(collect_pairs(args.data), args.heldout)
+    if args.split == "val":
+        _, held = validation_split(train, args.heldout, args.val)
     return held, cached_embeddings(held, args.cache_dir)

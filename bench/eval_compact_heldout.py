@@ -15,9 +15,9 @@ the tool reach when the belief is right, the ceiling of a better belief network.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
+
+from _heldout import heldout_parser, heldout_samples
 
 
 def reference_belief_policy(weights: str, kwargs: dict):
@@ -38,11 +38,8 @@ def reference_belief_policy(weights: str, kwargs: dict):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data", nargs="+", type=Path)
-    ap.add_argument("--weights", nargs="+", default=["ibisagent/policies/weights/compact_policy.pt"])
+    ap = heldout_parser(__doc__, many_weights=True)
     ap.add_argument("--max-steps", type=int, default=20)
-    ap.add_argument("--heldout", type=int, default=15)
     ap.add_argument("--absent-only", action="store_true")
     ap.add_argument("--present-only", action="store_true")
     ap.add_argument("--lookahead", type=int, default=None, help="candidate clicks per sign (default: the policy's)")
@@ -55,28 +52,11 @@ def main() -> None:
         help="the policy's best-guess floor (default: its own; inf: no guesses)",
     )
     ap.add_argument("--reference-belief", action="store_true", help="the reference mask as the belief map")
-    ap.add_argument(
-        "--split",
-        choices=["heldout", "val"],
-        default="heldout",
-        help="heldout: the split train compact reports; val: the validation images of bench/compact_variants.py "
-        "(training images of the full run: use it with weights trained by that script)",
-    )
-    ap.add_argument("--val", type=int, default=10, help="percent of images after the held-out ones (--split val)")
-    from ibisagent.train import DEFAULT_CACHE_DIR
-
-    ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = ap.parse_args()
 
-    from ibisagent.cli.train import collect_pairs
-    from ibisagent.data.splits import split_by_image, validation_split
     from ibisagent.train.compact import evaluate_absent, evaluate_compact, evaluate_unknown_queries
-    from ibisagent.train.embedding_cache import cached_embeddings
 
-    train, held = split_by_image(collect_pairs(args.data), args.heldout)
-    if args.split == "val":
-        _, held = validation_split(train, args.heldout, args.val)
-    emb_files = cached_embeddings(held, args.cache_dir)
+    held, emb_files = heldout_samples(args)
     for w in args.weights:
         spec = f"compact:{w}"
         out = {"weights": w}
