@@ -126,6 +126,11 @@ class SegmentationTool(ABC):
         self.cache.put(emb)
         return emb
 
+    def encode(self, image: np.ndarray) -> Embedding:
+        """Encode `image` (H x W x 3 uint8) without touching the memory cache: bulk embedding
+        for training, where each image is seen once and goes to the disk cache instead."""
+        return self._encode(image, image_key(image))
+
     def predict(
         self,
         image_or_embedding: np.ndarray | Embedding,

@@ -30,11 +30,12 @@ def embed_images(
 ) -> dict[Path, Path | str]:
     """Encode each image once (skipping those already cached); returns path -> cache file, or
     path -> error text for an unreadable image (counted, not fatal). `mirrored`: encode each
-    image flipped left-right instead (training data for `CompactTrainConfig.mirror`)."""
+    image flipped left-right instead (training data for `CompactTrainConfig.mirror`).
+    The tool's own encoder does the work (`tool.encode`): OpenVINO or ONNX Runtime with the `fast`
+    extra, about twice as fast as torch on 2 cores, and the very encoder the policy meets at run time."""
     import torch
 
     from ibisagent.io.images import load_image
-    from ibisagent.tools.litemedsam import preprocess
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     out: dict[Path, Path | str] = {}
@@ -49,12 +50,14 @@ def embed_images(
                 if progress:
                     progress()
                 continue
-            x, input_size = preprocess(image)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                feats = tool.net.image_encoder(x).contiguous()
+            emb = tool.encode(image)
             buf = io.BytesIO()
-            torch.save({"features": feats[0].half(), "input_size": input_size, "original_size": image.shape[:2]}, buf)
+            record = {
+                "features": emb.features[0].half(),
+                "input_size": emb.input_size,
+                "original_size": image.shape[:2],
+            }
+            torch.save(record, buf)
             atomic_write_bytes(dest, buf.getvalue())
         out[p] = dest
         if progress:
