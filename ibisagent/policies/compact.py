@@ -27,7 +27,6 @@ from ibisagent.policies.base import Policy
 from ibisagent.policies.oracle import error_distance, normalise
 
 WEIGHTS = Path(__file__).parent / "weights" / "compact_policy.pt"
-GRID = 64  # belief-map side; one cell is 4 x 4 pixels of the 256 x 256 tool frame
 GUESS_WIDTH = 1.0  # a best guess (`best_guess`) is where the belief is within this many logits of its peak
 
 
@@ -195,12 +194,16 @@ def save_net(net, path: Path, **meta) -> Path:
 
 
 def belief_logits(logits, emb) -> np.ndarray:
-    """64 x 64 belief logits -> H x W float32 logits at the original image size."""
+    """64 x 64 belief logits (or 256 x 256, the tool's low-res frame) -> H x W float32 logits at the
+    original image size."""
     import torch.nn.functional as F
 
     from ibisagent.tools.litemedsam import LOWRES, lowres_to_original
 
-    up = F.interpolate(logits.reshape(1, 1, GRID, GRID), size=(LOWRES, LOWRES), mode="bilinear", align_corners=False)
+    side = logits.shape[-1]
+    up = logits.reshape(1, 1, side, side)
+    if side != LOWRES:
+        up = F.interpolate(up, size=(LOWRES, LOWRES), mode="bilinear", align_corners=False)
     return lowres_to_original(up, emb.input_size, emb.original_size)
 
 

@@ -646,3 +646,22 @@ def test_coarse_blocks_shape_the_belief_and_survive_saving(tmp_path):
     half.load_state_dict({k: v.half().float() for k, v in net.state_dict().items()})
     with torch.no_grad():
         assert torch.allclose(again.belief(f, t), half.eval().belief(f, t), atol=1e-4)
+
+
+def test_belief_logits_take_the_net_grid_or_the_tool_frame():
+    """64 x 64 maps are upsampled to the tool's 256 x 256 frame first; 256 x 256 ones go straight to
+    the image size, the same values as the tool's own low-res logits."""
+    import torch
+
+    from ibisagent.policies.compact import belief_logits
+    from ibisagent.tools.base import Embedding
+    from ibisagent.tools.litemedsam import lowres_to_original
+
+    emb = Embedding(features=None, input_size=(256, 192), original_size=(300, 225), key="k")
+    frame = torch.randn(1, 1, 256, 256)
+    np.testing.assert_array_equal(belief_logits(frame, emb), lowres_to_original(frame, (256, 192), (300, 225)))
+    grid = torch.full((1, 1, 64, 64), -5.0)
+    grid[..., :32, :] = 5.0
+    out = belief_logits(grid, emb)
+    assert out.shape == (300, 225)
+    assert (out[:100] > 0).all() and (out[-100:] < 0).all()
