@@ -30,6 +30,12 @@ def heldout_parser(doc: str, many_weights: bool = False) -> argparse.ArgumentPar
     )
     ap.add_argument("--val", type=int, default=10, help="percent of images after the held-out ones (--split val)")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    ap.add_argument(
+        "--embed",
+        action="store_true",
+        help="embed the split's images missing from --cache-dir first (as train compact would; e.g. a "
+        "bf16 cache with IBISAGENT_ENCODER_PRECISION=bf16)",
+    )
     return ap
 
 
@@ -42,4 +48,9 @@ def heldout_samples(args) -> tuple[list, dict]:
     train, held = split_by_image(collect_pairs(args.data), args.heldout)
     if args.split == "val":
         _, held = validation_split(train, args.heldout, args.val)
+    if args.embed:
+        from ibisagent.tools.litemedsam import LiteMedSAMTool
+        from ibisagent.train.embedding_cache import embed_images
+
+        embed_images(LiteMedSAMTool(weights="original"), sorted({s.image for s in held}), args.cache_dir)
     return held, cached_embeddings(held, args.cache_dir)

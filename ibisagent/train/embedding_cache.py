@@ -11,11 +11,15 @@ from ibisagent.io.images import atomic_write_bytes
 
 def cache_path(cache_dir: Path, image_path: Path, mirrored: bool = False) -> Path:
     """The cache file of an image (or of its left-right mirror image), keyed by the file's bytes
-    (a copied or re-mounted dataset, whose paths or modification times change, still hits the cache)."""
+    (a copied or re-mounted dataset, whose paths or modification times change, still hits the cache)
+    and, for bfloat16 features ($IBISAGENT_ENCODER_PRECISION=bf16), kept apart from fp32 ones."""
     import hashlib
 
+    from ibisagent.tools.onnx_encoder import encoder_precision
+
     digest = hashlib.sha1(image_path.read_bytes()).hexdigest()[:20]
-    return cache_dir / f"{digest}{'-mirrored' if mirrored else ''}.pt"
+    bf16 = "-bf16" if encoder_precision() == "bf16" else ""
+    return cache_dir / f"{digest}{'-mirrored' if mirrored else ''}{bf16}.pt"
 
 
 def cached_embeddings(samples, cache_dir: Path) -> dict[Path, Path]:

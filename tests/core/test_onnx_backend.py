@@ -75,3 +75,48 @@ def test_openvino_missing_is_a_clear_error(monkeypatch):
     with pytest.raises(IbisInputError, match="openvino"):
         LiteMedSAMTool(backend="openvino")
     assert LiteMedSAMTool().onnx_encoder.runtime == "onnxruntime"  # "auto" falls back
+
+
+def test_encoder_precision_comes_from_the_environment_and_keeps_caches_apart(demo_samples, tmp_path, monkeypatch):
+    from ibisagent.tools.onnx_encoder import PRECISION_ENV, openvino_config
+    from ibisagent.train.embedding_cache import cache_path
+
+    image = demo_samples[0].image
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    assert openvino_config(2)["INFERENCE_PRECISION_HINT"] == "f32"
+    fp32_file = cache_path(tmp_path, image)
+    monkeypatch.setenv(PRECISION_ENV, "BF16")
+    assert openvino_config(2)["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert cache_path(tmp_path, image) != fp32_file
+    monkeypatch.setenv(PRECISION_ENV, "fp8")
+    with pytest.raises(IbisInputError, match="f32 or bf16"):
+        openvino_config(2)
+
+
+def test_bf16_openvino_encoder_stays_near_fp32(demo_samples, tmp_path, monkeypatch):
+    """On a CPU without native bfloat16 OpenVINO keeps fp32 and the two agree exactly; with it, the
+    features drift by a few percent (README: about 5%), not more."""
+    pytest.importorskip("openvino")
+    from ibisagent.tools import onnx_encoder
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+
+    monkeypatch.setattr(onnx_encoder, "DEFAULT_DIR", tmp_path)
+    image, _ = demo_samples[1].load()
+    a = LiteMedSAMTool(backend="openvino").embed(image).features
+    monkeypatch.setenv(onnx_encoder.PRECISION_ENV, "bf16")
+    b = LiteMedSAMTool(backend="openvino").embed(image).features
+    assert b.shape == a.shape
+    assert float((a - b).abs().mean() / a.abs().mean()) < 0.15
+
+
+def test_bad_encoder_precision_is_one_line_from_the_cli(demo_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ibisagent.cli.main import app
+    from ibisagent.tools.onnx_encoder import PRECISION_ENV
+
+    monkeypatch.setenv(PRECISION_ENV, "half")
+    image = sorted((demo_dir / "images").glob("*.png"))[0]
+    res = CliRunner().invoke(app, ["click", str(image), "--pos", "0.5,0.5", "--out", str(tmp_path / "m.png")])
+    assert res.exit_code == 2, res.output
+    assert "IBISAGENT_ENCODER_PRECISION" in res.output and "Traceback" not in res.output
