@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -81,10 +82,30 @@ def main() -> None:
             t_ov.append(timed(ov_fn, args.runs))
         a, b = statistics.median(t_ort), statistics.median(t_ov)
         rows.append((name, a, b, float(np.abs(out() - ref).max())))
-    print(f"LiteMedSAM graphs, {args.threads} threads, OpenVINO {ov.__version__}, fp32")
+    print(f"LiteMedSAM graphs, {args.threads} threads, OpenVINO {ov.__version__}, {cfg['INFERENCE_PRECISION_HINT']}")
     print(f"{'':28}{'ORT ms':>10}{'OpenVINO ms':>13}{'ORT/OV':>9}{'max |diff|':>12}")
     for name, a, b, diff in rows:
         print(f"{name:28}{a:10.1f}{b:13.1f}{a / b:9.2f}{diff:12.2e}")
+
+    # IBISAGENT_ENCODER_PRECISION=bf16: the OpenVINO encoder in bfloat16 against fp32, interleaved,
+    # on a real image (bundled demo), whose features' drift is what the policy meets.
+    from ibisagent.io.images import load_image
+    from ibisagent.tools.litemedsam import preprocess
+
+    demo = sorted((Path(__file__).resolve().parents[1] / "ibisagent/assets/demo/images").glob("*.png"))[0]
+    x = np.ascontiguousarray(preprocess(load_image(demo))[0].numpy())
+    f32 = core.compile_model(str(tool.onnx_encoder.path), "CPU", {**cfg, "INFERENCE_PRECISION_HINT": "f32"})
+    bf16 = core.compile_model(str(tool.onnx_encoder.path), "CPU", {**cfg, "INFERENCE_PRECISION_HINT": "bf16"})
+    t32, t16 = [], []
+    for _ in range(3):
+        t32.append(timed(lambda: f32([x]), args.runs))
+        t16.append(timed(lambda: bf16([x]), args.runs))
+    a, b = statistics.median(t32), statistics.median(t16)
+    ref, low = f32([x])[0], bf16([x])[0]
+    drift = float(np.abs(low - ref).mean() / np.abs(ref).mean())
+    print(
+        f"encoder on OpenVINO: fp32 {a:.1f} ms, bf16 {b:.1f} ms ({a / b:.2f}x), mean |diff| / mean |feature| {drift:.3f}"
+    )
 
 
 if __name__ == "__main__":
