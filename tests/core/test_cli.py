@@ -12,6 +12,7 @@ runner = CliRunner()
 def test_help_lists_commands():
     r = runner.invoke(app, ["--help"])
     assert r.exit_code == 0 and "simulate" in r.output and "click" in r.output
+    assert "IBISAGENT_ENCODER_PRECISION" in r.output and "IBISAGENT_DEBUG" in r.output
 
 
 def test_shared_volume_option_help_lists_the_real_choices():
