@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 
@@ -52,5 +53,9 @@ def heldout_samples(args) -> tuple[list, dict]:
         from ibisagent.tools.litemedsam import LiteMedSAMTool
         from ibisagent.train.embedding_cache import embed_images
 
-        embed_images(LiteMedSAMTool(weights="original"), sorted({s.image for s in held}), args.cache_dir)
+        images = sorted({s.image for s in held})
+        missing = len(images) - len(cached_embeddings(held, args.cache_dir))
+        t0 = time.perf_counter()
+        embed_images(LiteMedSAMTool(weights="original"), images, args.cache_dir)
+        print(f"embedded {missing} of {len(images)} images (the uncached ones) in {time.perf_counter() - t0:.1f} s")
     return held, cached_embeddings(held, args.cache_dir)

@@ -58,7 +58,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     train, held = split_by_image(collect_pairs(args.data), args.heldout)
     emb = cached_embeddings(train + held, args.cache_dir)
-    pos, neg, feats, _ = build_examples(train, emb, 3, args.seed, absent_per_image=0)
+    pos, _, feats, _ = build_examples(train, emb, 3, args.seed, absent_per_image=0)
     hpos, _, hfeats, _ = build_examples(held, emb, 0, args.seed, absent_per_image=0)
     text_emb = embed_query_texts(pos + hpos, [], print)
     print(f"{len(pos)} training targets, {len(hpos)} held-out")
