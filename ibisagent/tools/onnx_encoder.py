@@ -124,6 +124,15 @@ class OnnxEncoder:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
             self._run = lambda image: self.session.run(None, {"image": image})[0]
 
+    @property
+    def precision(self) -> str:
+        """The precision the encoder really computes in: "bf16" only where OpenVINO compiled it so
+        (asked by `encoder_precision` on a CPU with native bfloat16), else "f32"."""
+        if self.runtime != "openvino":
+            return "f32"
+        hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # e.g. "<Type: 'bfloat16'>"
+        return "bf16" if "bfloat16" in hint or "bf16" in hint else "f32"
+
     def __call__(self, x):
         import torch
 

@@ -94,8 +94,8 @@ def test_encoder_precision_comes_from_the_environment_and_keeps_caches_apart(dem
 
 
 def test_bf16_openvino_encoder_stays_near_fp32(demo_samples, tmp_path, monkeypatch):
-    """On a CPU without native bfloat16 OpenVINO keeps fp32 and the two agree exactly; with it, the
-    features drift by a few percent (README: about 5%), not more."""
+    """With native bfloat16 the features drift by a few percent (README: about 5%), not more; without
+    it OpenVINO would run fp32, and the tool says so instead."""
     pytest.importorskip("openvino")
     from ibisagent.tools import onnx_encoder
     from ibisagent.tools.litemedsam import LiteMedSAMTool
@@ -104,6 +104,12 @@ def test_bf16_openvino_encoder_stays_near_fp32(demo_samples, tmp_path, monkeypat
     image, _ = demo_samples[1].load()
     a = LiteMedSAMTool(backend="openvino").embed(image).features
     monkeypatch.setenv(onnx_encoder.PRECISION_ENV, "bf16")
+    from ibisagent.train.compact import use_bf16
+
+    if not use_bf16("auto"):  # no native bfloat16: the tool refuses rather than run fp32 under a bf16 name
+        with pytest.raises(IbisInputError, match="does not compute bfloat16"):
+            LiteMedSAMTool(backend="openvino")
+        return
     b = LiteMedSAMTool(backend="openvino").embed(image).features
     assert b.shape == a.shape
     assert float((a - b).abs().mean() / a.abs().mean()) < 0.15
@@ -120,3 +126,15 @@ def test_bad_encoder_precision_is_one_line_from_the_cli(demo_dir, tmp_path, monk
     res = CliRunner().invoke(app, ["click", str(image), "--pos", "0.5,0.5", "--out", str(tmp_path / "m.png")])
     assert res.exit_code == 2, res.output
     assert "IBISAGENT_ENCODER_PRECISION" in res.output and "Traceback" not in res.output
+
+
+def test_bf16_is_refused_where_the_encoder_cannot_run_it(monkeypatch):
+    """Only OpenVINO honours IBISAGENT_ENCODER_PRECISION=bf16: other backends refuse it, so no
+    fp32 features are ever cached under a bf16 name."""
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.tools.onnx_encoder import PRECISION_ENV
+
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    for backend, runtime in (("torch", "torch"), ("onnx", "onnxruntime")):
+        with pytest.raises(IbisInputError, match=f"encoder on {runtime}; bf16 needs OpenVINO"):
+            LiteMedSAMTool(backend=backend)
