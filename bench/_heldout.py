@@ -59,3 +59,37 @@ def heldout_samples(args) -> tuple[list, dict]:
         embed_images(LiteMedSAMTool(weights="original"), images, args.cache_dir)
         print(f"embedded {missing} of {len(images)} images (the uncached ones) in {time.perf_counter() - t0:.1f} s")
     return held, cached_embeddings(held, args.cache_dir)
+
+
+def with_belief(weights: str, forward):
+    """The compact policy of `weights` whose net is replaced by `forward(feats B x 256 x 64 x 64, text
+    B x 384) -> (belief logits B x 1 x H x H, presence logits B)`; novelty (the training queries)
+    stays that of `weights`."""
+    import torch
+
+    from ibisagent.policies.compact import CompactPolicy
+
+    policy = CompactPolicy(weights)
+
+    class Belief(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.known_texts, self.known_emb = policy.net.known_texts, policy.net.known_emb
+
+        def forward(self, feats, text):
+            return forward(feats, text)
+
+    policy.net = Belief().eval()
+    return policy
+
+
+def print_episodes(key: str, name: str, policy, held, emb_files, max_steps: int = 20) -> None:
+    """Play `policy` on the held-out targets (`train.compact.evaluate_compact`) and print one JSON line:
+    {key: name, n, mean_iou, and the mean IoU of each category with at least 10 targets}."""
+    import json
+
+    from ibisagent.train.compact import evaluate_compact
+
+    res = evaluate_compact(policy, held, emb_files, max_steps)
+    cats = {k: round(v["mean_iou"], 3) for k, v in res["per_category"].items() if v["n"] >= 10}
+    print(json.dumps({key: name, "n": res["n"], "mean_iou": round(res["mean_iou"], 4), **cats}), flush=True)

@@ -15,7 +15,6 @@ beliefs as the policy's belief.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 
@@ -140,33 +139,18 @@ def play_episodes(args, net, decoder_forward) -> None:
     """Held-out episodes of the compact policy whose belief is the mean (or sum, `--combine`) of the
     belief net's logits (upsampled to 256 x 256) and the decoder's; presence and novelty stay the
     belief net's."""
-    import torch
     import torch.nn.functional as F
-    from _heldout import heldout_samples
+    from _heldout import heldout_samples, print_episodes, with_belief
 
-    from ibisagent.policies.compact import CompactPolicy
-    from ibisagent.train.compact import evaluate_compact
-
-    class MeanBelief(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-            self.known_texts, self.known_emb = net.known_texts, net.known_emb
-
-        def forward(self, feats, text):
-            logits, presence = self.net(feats, text)
-            up = F.interpolate(logits, size=256, mode="bilinear", align_corners=False)
-            both = up + decoder_forward(feats, text)
-            return (both / 2 if args.combine == "mean" else both), presence
+    def combined(feats, text):
+        logits, presence = net(feats, text)
+        both = F.interpolate(logits, size=256, mode="bilinear", align_corners=False) + decoder_forward(feats, text)
+        return (both / 2 if args.combine == "mean" else both), presence
 
     held, emb_files = heldout_samples(args)
-    runs = [] if args.combined_only else [("belief net", f"compact:{args.weights}")]
-    for name, policy in runs + [(args.combine, CompactPolicy(args.weights))]:
-        if name == args.combine:
-            policy.net = MeanBelief().eval()
-        res = evaluate_compact(policy, held, emb_files, 20)
-        cats = {k: round(v["mean_iou"], 3) for k, v in res["per_category"].items() if v["n"] >= 10}
-        print(json.dumps({"belief": name, "n": res["n"], "mean_iou": round(res["mean_iou"], 4), **cats}), flush=True)
+    if not args.combined_only:
+        print_episodes("belief", "belief net", f"compact:{args.weights}", held, emb_files)
+    print_episodes("belief", args.combine, with_belief(args.weights, combined), held, emb_files)
 
 
 if __name__ == "__main__":

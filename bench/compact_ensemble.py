@@ -11,9 +11,7 @@ to take that variance out; what it costs is one belief forward per member and ep
 
 from __future__ import annotations
 
-import json
-
-from _heldout import heldout_parser, heldout_samples
+from _heldout import heldout_parser, heldout_samples, print_episodes, with_belief
 
 
 def ensemble_policy(members: list[str]):
@@ -21,23 +19,15 @@ def ensemble_policy(members: list[str]):
     the first member's training queries decide novelty."""
     import torch
 
-    from ibisagent.policies.compact import CompactPolicy, load_net
+    from ibisagent.policies.compact import load_net
 
     nets = [load_net(m) for m in members]
 
-    class MeanNet(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.members = torch.nn.ModuleList(nets)
-            self.known_texts, self.known_emb = nets[0].known_texts, nets[0].known_emb
+    def mean_of_members(feats, text):
+        outs = [net(feats, text) for net in nets]
+        return torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0)
 
-        def forward(self, feats, text):
-            outs = [net(feats, text) for net in self.members]
-            return torch.stack([o[0] for o in outs]).mean(0), torch.stack([o[1] for o in outs]).mean(0)
-
-    policy = CompactPolicy(members[0])
-    policy.net = MeanNet().eval()
-    return policy
+    return with_belief(members[0], mean_of_members)
 
 
 def main() -> None:
@@ -46,15 +36,11 @@ def main() -> None:
     ap.add_argument("--skip-single", action="store_true", help="only the ensemble, not each member alone")
     args = ap.parse_args()
 
-    from ibisagent.train.compact import evaluate_compact
-
     held, emb_files = heldout_samples(args)
     runs = [] if args.skip_single else [(m, f"compact:{m}") for m in args.weights]
     runs.append(("mean of " + " + ".join(args.weights), ensemble_policy(args.weights)))
     for name, policy in runs:
-        res = evaluate_compact(policy, held, emb_files, args.max_steps)
-        cats = {k: round(v["mean_iou"], 3) for k, v in res["per_category"].items() if v["n"] >= 10}
-        print(json.dumps({"policy": name, "n": res["n"], "mean_iou": round(res["mean_iou"], 4), **cats}), flush=True)
+        print_episodes("policy", name, policy, held, emb_files, args.max_steps)
 
 
 if __name__ == "__main__":
