@@ -8,9 +8,11 @@
 Same split by image as `train compact` (15% held out); embeddings from its disk cache. Prints mean
 IoU per category on present targets, the share of absent-target questions (a structure that
 cannot appear in the image) answered by stopping with "no", and the share of out-of-domain
-queries (everyday objects, nonsense) answered without a click. `--reference-belief` gives the
-policy the reference mask as its belief map (present, sure everywhere): what its click rule and
-the tool reach when the belief is right, the ceiling of a better belief network.
+queries (everyday objects, nonsense) answered without a click. With several --weights, also the
+mean IoU difference of each against the first, paired by target, with a 95% bootstrap interval.
+`--reference-belief` gives the policy the reference mask as its belief map (present, sure
+everywhere): what its click rule and the tool reach when the belief is right, the ceiling of a
+better belief network.
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ def main() -> None:
     ap.add_argument("--reference-belief", action="store_true", help="the reference mask as the belief map")
     args = ap.parse_args()
 
-    from ibisagent.train.compact import evaluate_absent, evaluate_compact, evaluate_unknown_queries
+    from ibisagent.train.compact import evaluate_absent, evaluate_compact, evaluate_unknown_queries, paired_stages
 
     held, emb_files = heldout_samples(args)
+    present = {}
     for w in args.weights:
         spec = f"compact:{w}"
         out = {"weights": w}
@@ -69,7 +72,7 @@ def main() -> None:
             }
             kwargs = {k: v for k, v in given.items() if v is not None}
             policy = reference_belief_policy(w, kwargs) if args.reference_belief else spec
-            res = evaluate_compact(policy, held, emb_files, args.max_steps, policy_kwargs=kwargs)
+            res = present[w] = evaluate_compact(policy, held, emb_files, args.max_steps, policy_kwargs=kwargs)
             out |= {
                 k: res[k]
                 for k in ("n", "mean_iou", "mean_steps", "no_click", "per_category", "per_modality", "per_target")
@@ -78,6 +81,9 @@ def main() -> None:
             out["absent"] = evaluate_absent(spec, held, emb_files, args.max_steps)
             out["unknown_queries"] = evaluate_unknown_queries(spec, held, emb_files)
         print(json.dumps(out), flush=True)
+    first, *others = list(present) or [None]
+    for w in others:  # paired by target, with a 95% bootstrap interval of the mean difference
+        print(json.dumps({"paired": f"{w} - {first}"} | paired_stages(present[first], present[w])), flush=True)
 
 
 if __name__ == "__main__":

@@ -415,7 +415,8 @@ def evaluate_compact(
     policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None, policy_kwargs=None
 ) -> dict:
     """End-to-end held-out episodes from the query alone: final IoU overall, per category
-    (organ, lesion, ...) and per modality."""
+    (organ, lesion, ...), per modality and per target, and each episode's IoU by sample id
+    ("per_item", for paired comparisons: `paired_stages`)."""
     from collections import defaultdict
 
     from ibisagent.data.structures import lookup
@@ -455,7 +456,18 @@ def evaluate_compact(
         "per_target": {k: {"n": len(v), "mean_iou": float(np.mean(v))} for k, v in sorted(by_target.items())},
         "mean_steps": float(np.mean([r["steps"] for r in ok])) if ok else float("nan"),
         "no_click": float(np.mean([r["clicks"] == 0 for r in ok])) if ok else float("nan"),
+        "per_item": {r["id"]: r["iou"] for r in ok},
     }
+
+
+def paired_stages(base: dict, other: dict) -> dict:
+    """`other` - `base` (two `evaluate_compact` results on the same split), paired by sample:
+    {"n", "mean_a", "mean_b", "diff", "low", "high"} with a 95% bootstrap interval of the mean
+    difference (`eval.stats.paired_difference`); `diff` > 0 means `other` is higher."""
+    from ibisagent.eval.stats import paired_difference
+
+    ids = sorted(base["per_item"].keys() & other["per_item"].keys())
+    return paired_difference([base["per_item"][i] for i in ids], [other["per_item"][i] for i in ids])
 
 
 def evaluate_absent(policy_spec: str, samples, emb_files, max_steps: int = 10, progress=None) -> dict:

@@ -69,6 +69,7 @@ def run_compact_training(
         evaluate_absent,
         evaluate_compact,
         evaluate_unknown_queries,
+        paired_stages,
         train_compact,
     )
     from ibisagent.train.compact_rl import CompactRLConfig, train_compact_rl
@@ -145,6 +146,13 @@ def run_compact_training(
                 f"{name}: stops with 'no' on {absent['stop_no_accuracy']:.1%} of {absent['n']} absent targets; "
                 f"stops without a click on {unknown['no_click']:.1%} of {unknown['n']} out-of-domain queries"
             )
+    if "sft+rl" in stages:
+        # One split of ~200 targets: whether GRPO beat SFT is only as sure as this interval says.
+        d = report["rl_vs_sft"] = paired_stages(report["results"]["sft"], report["results"]["sft+rl"])
+        console.print(
+            f"sft+rl - sft: {d['diff']:+.3f} mean IoU over {d['n']} held-out targets, "
+            f"95% bootstrap interval [{d['low']:+.3f}, {d['high']:+.3f}]"
+        )
     report["installed"] = max(stages, key=lambda name: report["results"][name]["mean_iou"])
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
     if install:

@@ -453,6 +453,11 @@ def test_resume_reuses_trained_stages_and_records_the_policy_settings(trained, d
     assert report["resumed"] and report["policy_settings"] == policy_settings()
     assert report["config"]["max_steps"] == 40  # the fixture's setting, saved in the reused weights
     assert set(report["results"]) == {"sft", "sft+rl", "centre", "salient"}
+    # the same weights in both stages: a paired difference of exactly zero, over every held-out target
+    paired = report["rl_vs_sft"]
+    assert paired["n"] == report["results"]["sft"]["n"] > 0
+    assert paired["diff"] == paired["low"] == paired["high"] == 0.0
+    assert "sft+rl - sft: +0.000" in r.output
 
 
 def test_rl_split_keeps_images_from_sft_for_grpo(trained, demo_dir, demo_samples, tmp_path):
