@@ -130,8 +130,7 @@ class OnnxEncoder:
         (asked by `encoder_precision` on a CPU with native bfloat16), else "f32"."""
         if self.runtime != "openvino":
             return "f32"
-        hint = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # e.g. "<Type: 'bfloat16'>"
-        return "bf16" if "bfloat16" in hint or "bf16" in hint else "f32"
+        return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16" or "f32"
 
     def __call__(self, x):
         import torch
