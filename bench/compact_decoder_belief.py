@@ -47,9 +47,10 @@ def main() -> None:
 
     from ibisagent.cli.train import collect_pairs
     from ibisagent.data.splits import split_by_image
+    from ibisagent.eval.metrics import iou
     from ibisagent.policies.compact import load_net
     from ibisagent.tools.litemedsam import build_model, decode_embedded
-    from ibisagent.train.compact import build_examples, embed_query_texts
+    from ibisagent.train.compact import belief_loss, build_examples, embed_query_texts, lr_scale
     from ibisagent.train.embedding_cache import cached_embeddings
 
     torch.set_num_threads(2)
@@ -88,16 +89,12 @@ def main() -> None:
     while time.perf_counter() - t0 < budget:
         frac = (time.perf_counter() - t0) / budget
         for g, lr in zip(opt.param_groups, base_lr):
-            g["lr"] = lr * min(1, (step + 1) / 20) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac)))
+            g["lr"] = lr * lr_scale(step, frac)
         batch = [pos[rng.randrange(len(pos))] for _ in range(args.batch)]
         f = torch.stack([feats[p[0]].float() for p in batch])
         tgt = torch.from_numpy(np.stack([p[3] for p in batch]).astype(np.float32))[:, None]
         txt = torch.stack([text_emb[rng.choice(p[2])] for p in batch])
-        logits = forward(f, txt)
-        bce = F.binary_cross_entropy_with_logits(logits, tgt)
-        p = logits.sigmoid()
-        dice = 1 - (2 * (p * tgt).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + tgt.sum((1, 2, 3)) + 1)
-        loss = 10 * bce + dice.mean()
+        loss, _ = belief_loss(forward(f, txt), tgt, torch.ones(len(batch)))  # every target present
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(dec.parameters()) + list(to_tokens.parameters()), 1.0)
@@ -120,9 +117,7 @@ def main() -> None:
             scale["decoder"].append(d.abs().median().item())
             scale["belief net"].append(b.abs().median().item())
             for name, lg in (("decoder", d), ("belief net", b), ("mean", (d + b) / 2)):
-                m = lg.numpy() > 0
-                inter, union = (m & t256).sum(), (m | t256).sum()
-                rows[name].append(inter / union if union else 1.0)
+                rows[name].append(iou(lg.numpy() > 0, t256))
     if not args.load:
         print(f"{step} steps in {args.minutes} min")
     for name, v in rows.items():

@@ -72,6 +72,12 @@ def use_bf16(precision: str) -> bool:
         return False
 
 
+def lr_scale(step: int, frac: float) -> float:
+    """The supervised stages' learning-rate factor: linear warm-up over 20 steps, then a cosine from 1
+    to 0.05 over the budget; `frac` in [0, 1] is the share of the budget spent."""
+    return min(1.0, (step + 1) / 20) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac)))
+
+
 def pooled_target(target256: np.ndarray) -> np.ndarray:
     """256 x 256 bool (tool frame) -> 64 x 64 float in [0, 1] (fraction of each 4 x 4 cell)."""
     return target256.reshape(64, 4, 64, 4).mean((1, 3)).astype(np.float32)
@@ -232,7 +238,7 @@ def train_compact(
     while time.perf_counter() - t0 < budget and step < cfg.max_steps:
         frac = max((time.perf_counter() - t0) / budget, step / cfg.max_steps)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(1.0, (step + 1) / 20) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac)))
+            g["lr"] = cfg.lr * lr_scale(step, frac)
         n_neg = sum(rng.random() < cfg.p_negative for _ in range(cfg.batch_size)) if negatives else 0
         pos = [positives[rng.randrange(len(positives))] for _ in range(cfg.batch_size - n_neg)]
         neg = [negatives[rng.randrange(len(negatives))] for _ in range(n_neg)]
