@@ -105,9 +105,12 @@ def main() -> None:
     text_emb = embed_query_texts(mpos, [], known=text_emb) if mpos else text_emb
     for spec, (cfg, name) in zip(args.variants, configs):
         train_pos, train_feats = (pos + mpos, feats | mfeats) if cfg.mirror else (pos, feats)
-        weights = train_compact(
-            train_pos, neg, train_feats, args.out / name, cfg, log=lambda m: None, text_emb=text_emb
-        )
+
+        def log(message: str, name=name) -> None:  # only the share of variance the reduction keeps
+            if "principal components" in message:
+                print(f"{name}: {message}", flush=True)
+
+        weights = train_compact(train_pos, neg, train_feats, args.out / name, cfg, log=log, text_emb=text_emb)
         steps = torch.load(weights, map_location="cpu", weights_only=True)["steps"]
         res = {"variant": json.loads(spec), "minutes": args.minutes, "steps": steps}
         res |= belief_iou(weights, vpos, vfeats, text_emb)
