@@ -4,12 +4,18 @@ held-out split (query alone, the figures `ibisagent train compact` reports).
 
     python bench/compact_rl_seeds.py ../shared/data --sft runs/compact_v12/compact_policy.pt \
         --seeds 0 1 2 --minutes 10 --out runs/compact_rl_seeds
+    python bench/compact_rl_seeds.py ../shared/data --sft runs/rs10/compact_policy.pt --rl-split 10 \
+        --seeds 0 1 2 3 --out runs/rs10_seeds    # SFT of `train compact --rl-split 10 --out runs/rs10`
 
 Each seed runs `train.compact_rl.train_compact_rl` with the default `CompactRLConfig` (GRPO on
-the belief net's head) on the SFT training images, as `train compact` does, and writes
+the belief net's head) on the SFT training images, as `train compact` does (with `--rl-split PCT`:
+on the training images that an SFT run with the same `--rl-split` never saw), and writes
 OUT/seedN/compact_policy_rl.pt. Held-out results are kept in OUT (sft.json, seedN/heldout.json):
-a rerun reuses finished seeds and evaluations. Prints one JSON line per seed, then a summary:
-the SFT mean IoU, each seed's, their mean gain over SFT and how many seeds beat it.
+a rerun reuses finished seeds and evaluations. Prints one JSON line per seed (with the paired
+difference against SFT over the same targets and its 95% bootstrap interval), then a summary:
+the SFT mean IoU, each seed's, their mean gain over SFT, how many seeds beat it, and the paired
+difference of the seeds' IoU averaged per target against SFT (the recipe's gain with the luck of
+one RL seed averaged out).
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/compact_rl_seeds"))
     ap.add_argument("--heldout", type=int, default=15)
     ap.add_argument("--max-steps", type=int, default=20)
+    ap.add_argument(
+        "--rl-split",
+        type=int,
+        default=0,
+        help="GRPO on this percent of the training images (the --rl-split of `train compact`: images its SFT never saw)",
+    )
     from ibisagent.train import DEFAULT_CACHE_DIR
 
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
@@ -47,17 +59,24 @@ def main() -> None:
     if not args.sft.exists():
         raise SystemExit(f"{args.sft}: no such SFT weights (train them with: ibisagent train compact)")
 
+    import numpy as np
+
+    from ibisagent.data.splits import validation_split
+    from ibisagent.eval.stats import paired_difference
     from ibisagent.policies.compact import load_net
-    from ibisagent.train.compact import CompactTrainConfig, build_examples, embed_query_texts
+    from ibisagent.train.compact import CompactTrainConfig, build_examples, embed_query_texts, paired_stages
     from ibisagent.train.compact_rl import CompactRLConfig, train_compact_rl
     from ibisagent.train.tool_pipeline import split_and_embed
 
     _, train, held, emb_files = split_and_embed(args.data, args.heldout, args.cache_dir)
+    if args.rl_split:
+        train = validation_split(train, args.heldout, args.rl_split)[1]
     args.out.mkdir(parents=True, exist_ok=True)
-    sft = heldout(args.out / "sft.json", args.sft, held, emb_files, args.max_steps)["mean_iou"]
+    sft_res = heldout(args.out / "sft.json", args.sft, held, emb_files, args.max_steps)
+    sft = sft_res["mean_iou"]
     print(json.dumps({"stage": "sft", "mean_iou": sft}), flush=True)
     examples = None
-    results = {}
+    results, per_item = {}, {}
     for seed in args.seeds:
         out = args.out / f"seed{seed}"
         weights = out / "compact_policy_rl.pt"
@@ -69,11 +88,12 @@ def main() -> None:
             cfg = CompactRLConfig(minutes=args.minutes, seed=seed)
             train_compact_rl(load_net(args.sft), pos, feats, text_emb, out, cfg)
         res = heldout(out / "heldout.json", weights, held, emb_files, args.max_steps)
-        results[seed] = res["mean_iou"]
+        results[seed], per_item[seed] = res["mean_iou"], res["per_item"]
         cats = {k: round(v["mean_iou"], 3) for k, v in res["per_category"].items()}
-        print(
-            json.dumps({"stage": f"sft+rl seed {seed}", "mean_iou": res["mean_iou"], "per_category": cats}), flush=True
-        )
+        d = paired_stages(sft_res, res)
+        line = {"stage": f"sft+rl seed {seed}", "mean_iou": res["mean_iou"], "per_category": cats}
+        line["vs_sft"] = {k: round(d[k], 4) for k in ("diff", "low", "high")}
+        print(json.dumps(line), flush=True)
     gains = [v - sft for v in results.values()]
     summary = {
         "sft": round(sft, 4),
@@ -81,6 +101,13 @@ def main() -> None:
         "mean_gain": round(sum(gains) / len(gains), 4),
         "seeds_beating_sft": f"{sum(g > 0 for g in gains)}/{len(gains)}",
     }
+    # The seeds' IoU averaged per target against SFT: the recipe's gain, its RL seed's luck averaged out
+    # (the interval is then the targets' sampling alone).
+    ids = sorted(sft_res["per_item"].keys() & set.intersection(*(set(v) for v in per_item.values())))
+    pooled = paired_difference(
+        [sft_res["per_item"][i] for i in ids], [np.mean([v[i] for v in per_item.values()]) for i in ids]
+    )
+    summary["seed_mean_vs_sft"] = {k: round(pooled[k], 4) for k in ("diff", "low", "high")}
     print(json.dumps(summary), flush=True)
 
 
