@@ -75,7 +75,13 @@ def run_compact_training(
     from ibisagent.train.compact_rl import CompactRLConfig, train_compact_rl
 
     _, train, held, emb_files = split_and_embed(data, heldout, cache_dir)
+    if rl_split and rl_minutes <= 0:
+        console.print("no GRPO stage (--rl-minutes 0): SFT trains on every training image, --rl-split is not used")
+        rl_split = 0
     train, rl_train = validation_split(train, heldout, rl_split) if rl_split else (train, [])
+    if rl_split and not (train and rl_train):  # a dataset too small to split: GRPO on the SFT images
+        console.print(f"[yellow]too few training images to keep {rl_split}% from SFT: GRPO trains on the SFT images[/]")
+        train, rl_train, rl_split = train + rl_train, [], 0
     cfg = CompactTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout, compile=compile)
     pos, neg, feats, skipped = _bar_run(
         "loading targets",
@@ -93,6 +99,9 @@ def run_compact_training(
         rl_pos, _, more, _ = build_examples(rl_train, emb_files, cfg.query_variants, seed, None, 0)
         rl_feats = feats | more
         console.print(f"{len(rl_pos)} targets on {rl_split}% of the training images kept from SFT for GRPO")
+        if not rl_pos:
+            console.print("[yellow]no usable target in the images kept for GRPO: it trains on the SFT images[/]")
+            rl_pos, rl_feats = pos, feats
     text_emb = embed_query_texts(pos + (rl_pos if rl_train else []), neg, log=console.print)
     weights, rl_weights = out / "compact_policy.pt", out / "compact_policy_rl.pt"
     if resume and weights.exists():

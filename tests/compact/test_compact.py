@@ -487,6 +487,40 @@ def test_rl_split_keeps_images_from_sft_for_grpo(trained, demo_dir, demo_samples
     assert (out / "compact_policy_rl.pt").exists() and (out / "rl_log.jsonl").read_text().strip()
 
 
+def test_rl_split_is_not_used_without_grpo_or_where_the_data_cannot_be_split(trained, demo_dir, demo_samples, tmp_path):
+    """The default --rl-split keeps images from SFT only for a GRPO stage that can use them: with
+    --rl-minutes 0 SFT keeps every training image, and a split with no image in one part falls
+    back to GRPO on the SFT images (said, not an error)."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ibisagent.cli.main import app
+    from ibisagent.data.splits import split_by_image, validation_split
+
+    weights, _ = trained
+    train = split_by_image(demo_samples, 20)[0]
+    assert not validation_split(train, 20, 1)[1], "the demo must have no image in a 1% split for this test"
+    args = ["train", "compact", str(demo_dir), "--resume", "--heldout", "20", "--eval-steps", "2"]
+    args += ["--cache-dir", str(tmp_path / "emb")]
+    for name, extra, message in [
+        ("sft_only", ["--rl-minutes", "0"], "--rl-split is not used"),
+        ("tiny_split", ["--rl-split", "1", "--rl-minutes", "0.05"], "too few training images"),
+    ]:
+        out = tmp_path / name
+        out.mkdir()
+        shutil.copyfile(weights, out / "compact_policy.pt")
+        r = CliRunner().invoke(app, [*args, "--out", str(out), *extra])
+        assert r.exit_code == 0, r.output
+        assert message in " ".join(r.output.split())
+        report = json.loads((out / "report.json").read_text())
+        assert report["rl_split"] == 0 and report["train_targets"] == len(train)
+        assert ("sft+rl" in report["results"]) == (name == "tiny_split")
+        if name == "tiny_split":
+            assert report["rl_targets"] == len(train)
+
+
 def test_precision_choice_and_bf16_belief_matches_fp32(trained):
     """`precision`: "fp32" and "bf16" are taken as given, anything else is a clear error; the
     trained belief under bfloat16 autocast (how "auto" trains on CPUs with native bf16) agrees
