@@ -62,7 +62,6 @@ def main() -> None:
     import numpy as np
 
     from ibisagent.data.splits import validation_split
-    from ibisagent.eval.stats import paired_difference
     from ibisagent.policies.compact import load_net
     from ibisagent.train.compact import CompactTrainConfig, build_examples, embed_query_texts, paired_stages
     from ibisagent.train.compact_rl import CompactRLConfig, train_compact_rl
@@ -103,10 +102,8 @@ def main() -> None:
     }
     # The seeds' IoU averaged per target against SFT: the recipe's gain, its RL seed's luck averaged out
     # (the interval is then the targets' sampling alone).
-    ids = sorted(sft_res["per_item"].keys() & set.intersection(*(set(v) for v in per_item.values())))
-    pooled = paired_difference(
-        [sft_res["per_item"][i] for i in ids], [np.mean([v[i] for v in per_item.values()]) for i in ids]
-    )
+    shared = set.intersection(*(set(v) for v in per_item.values()))
+    pooled = paired_stages(sft_res, {"per_item": {i: np.mean([v[i] for v in per_item.values()]) for i in shared}})
     summary["seed_mean_vs_sft"] = {k: round(pooled[k], 4) for k in ("diff", "low", "high")}
     print(json.dumps(summary), flush=True)
 
