@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+from dataclasses import replace
 from pathlib import Path
 
+from ibisagent.errors import IbisInputError
 from ibisagent.io.images import atomic_write_bytes
 from ibisagent.train.tool_pipeline import _bar_run, console, split_and_embed
 
@@ -15,6 +18,34 @@ def saved_setting(weights: Path, key: str) -> dict | None:
     import torch
 
     return torch.load(weights, map_location="cpu", weights_only=True).get(key)
+
+
+# What a run spends after SFT besides GRPO, kept from SFT under a --budget: the held-out evaluation
+# per pair and compact stage (its episodes, absent-target and unknown-query questions, the text-free
+# baselines' share), a little above what 2 cores take (the report's "timings" show it), and a fixed
+# part (the presence head's fit, saving, GRPO's set-up).
+EVAL_SECONDS_PER_PAIR = 0.75
+FIXED_MINUTES = 1.0
+
+
+def sft_minutes_within(budget: float, spent: float, sft: float, rl: float, heldout_pairs: int) -> float:
+    """SFT minutes, at most `sft`, that let a run of `budget` minutes end in time: `spent` minutes
+    went to embedding and loading, `rl` minutes of GRPO follow (0: none), then the held-out
+    evaluation of `heldout_pairs` pairs for each compact stage. budget <= 0: `sft` as given.
+    Raises IbisInputError where less than a minute would be left for SFT."""
+    if budget <= 0:
+        return sft
+    stages = 2 if rl > 0 else 1
+    reserve = rl + stages * heldout_pairs * EVAL_SECONDS_PER_PAIR / 60 + FIXED_MINUTES
+    left = budget - spent - reserve
+    if left < 1:
+        raise IbisInputError(
+            "--budget",
+            f"{budget:g} min leave {max(left, 0):.1f} min for SFT after {spent:.1f} min of embedding and loading "
+            f"and {reserve:.1f} min kept for GRPO and the held-out evaluation; the embeddings are cached now, so "
+            "running the command again starts training at once (or raise --budget; 0 = no whole-run budget)",
+        )
+    return min(sft, left)
 
 
 def mirrored_examples(train, cache_dir: Path, cfg) -> tuple[list, dict]:
@@ -52,14 +83,17 @@ def run_compact_training(
     resume: bool = False,
     rl_split: int = 0,
     compile: bool = False,
+    budget: float = 0.0,
 ):
-    """SFT for `minutes`, then (rl_minutes > 0) the GRPO stage; held-out episodes of every
+    """SFT for `minutes` (fewer where `budget` > 0 and the whole run would not end within `budget`
+    minutes: `sft_minutes_within`), then (rl_minutes > 0) the GRPO stage; held-out episodes of every
     stage next to text-free baselines; installs the stage with the higher held-out mean IoU
     (named in the report's "installed"; a choice between two on the split that reports them).
     `resume`: a stage whose weights are already in `out` is loaded, not trained again.
     `rl_split`: percent of the training images (`data.splits.validation_split`) that SFT does not
     see and GRPO trains on: there the belief map errs as it will on new images, while on the SFT
-    images it has learnt the answers. `compile`: `CompactTrainConfig.compile`."""
+    images it has learnt the answers. `compile`: `CompactTrainConfig.compile`. The report's
+    "timings" are the minutes each part of the run took."""
     from ibisagent.data.splits import validation_split
     from ibisagent.policies.compact import WEIGHTS, load_net, policy_settings
     from ibisagent.train.compact import (
@@ -74,6 +108,7 @@ def run_compact_training(
     )
     from ibisagent.train.compact_rl import CompactRLConfig, train_compact_rl
 
+    t0 = time.perf_counter()
     _, train, held, emb_files = split_and_embed(data, heldout, cache_dir)
     if rl_split and rl_minutes <= 0:
         console.print("no GRPO stage (--rl-minutes 0): SFT trains on every training image, --rl-split is not used")
@@ -104,19 +139,32 @@ def run_compact_training(
             rl_pos, rl_feats = pos, feats
     text_emb = embed_query_texts(pos + (rl_pos if rl_train else []), neg, log=console.print)
     weights, rl_weights = out / "compact_policy.pt", out / "compact_policy_rl.pt"
+    timings = {"embedding_and_loading": minutes_since(t0)}
     if resume and weights.exists():
         console.print(f"reusing the SFT stage {weights}")
     else:
+        sft = sft_minutes_within(budget, timings["embedding_and_loading"], minutes, rl_minutes, len(held))
+        if sft < minutes:
+            console.print(
+                f"SFT trains for {sft:.1f} of its {minutes:g} min so that the run ends within --budget {budget:g} min "
+                f"({timings['embedding_and_loading']:.1f} min went to embedding and loading)"
+            )
+        cfg = replace(cfg, minutes=sft)
+        t1 = time.perf_counter()
         weights = train_compact(pos, neg, feats, out, cfg, log=console.print, text_emb=text_emb)
+        timings["sft"] = minutes_since(t1)
     stages = {"sft": weights}
     rl_cfg = CompactRLConfig(minutes=rl_minutes, seed=seed)
     if rl_minutes > 0 and resume and rl_weights.exists():
         console.print(f"reusing the GRPO stage {rl_weights}")
         stages["sft+rl"] = rl_weights
     elif rl_minutes > 0:
+        t1 = time.perf_counter()
         stages["sft+rl"] = train_compact_rl(
             load_net(weights), rl_pos, rl_feats, text_emb, out, rl_cfg, log=console.print
         )
+        timings["grpo"] = minutes_since(t1)
+    t1 = time.perf_counter()
     report = {
         "train_targets": len(pos) - n_mirrored,
         "rl_split": rl_split,
@@ -163,6 +211,13 @@ def run_compact_training(
             f"95% bootstrap interval [{d['low']:+.3f}, {d['high']:+.3f}]"
         )
     report["installed"] = max(stages, key=lambda name: report["results"][name]["mean_iou"])
+    timings |= {"evaluation": minutes_since(t1), "total": minutes_since(t0)}
+    report["budget_minutes"], report["timings"] = budget, timings
+    console.print(
+        "took "
+        + ", ".join(f"{k.replace('_', ' ')} {v:.1f} min" for k, v in timings.items())
+        + (f" (budget {budget:g} min)" if budget > 0 else "")
+    )
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
     if install:
         WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
@@ -170,3 +225,7 @@ def run_compact_training(
         shutil.copyfile(out / "report.json", WEIGHTS.parent / "compact_report.json")
         console.print(f"installed the {report['installed']} stage as the default policy: {WEIGHTS}")
     return report
+
+
+def minutes_since(t0: float) -> float:
+    return round((time.perf_counter() - t0) / 60, 2)

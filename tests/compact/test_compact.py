@@ -458,6 +458,34 @@ def test_resume_reuses_trained_stages_and_records_the_policy_settings(trained, d
     assert paired["n"] == report["results"]["sft"]["n"] > 0
     assert paired["diff"] == paired["low"] == paired["high"] == 0.0
     assert "sft+rl - sft: +0.000" in r.output
+    assert set(report["timings"]) == {"embedding_and_loading", "evaluation", "total"}  # nothing trained
+    assert report["timings"]["total"] >= report["timings"]["evaluation"] > 0
+
+
+def test_budget_shortens_sft_to_end_the_run_in_time_or_says_why_it_cannot(demo_dir, tmp_path):
+    """--budget: SFT gets what the budget leaves after embedding, GRPO and the held-out evaluation
+    (at most --minutes); a budget that leaves under a minute is a one-line error before training."""
+    from typer.testing import CliRunner
+
+    from ibisagent.cli.main import app
+    from ibisagent.errors import IbisInputError
+    from ibisagent.train.compact_pipeline import EVAL_SECONDS_PER_PAIR, FIXED_MINUTES, sft_minutes_within
+
+    assert sft_minutes_within(0, 30, 36, 10, 200) == 36  # no budget
+    assert sft_minutes_within(60, 0.5, 36, 10, 200) == 36  # a warm cache: SFT's whole time fits
+    evaluation = 2 * 200 * EVAL_SECONDS_PER_PAIR / 60
+    assert sft_minutes_within(60, 12, 36, 10, 200) == pytest.approx(60 - 12 - 10 - evaluation - FIXED_MINUTES)
+    no_grpo = sft_minutes_within(60, 12, 60, 0, 200)
+    assert no_grpo == pytest.approx(60 - 12 - evaluation / 2 - FIXED_MINUTES)  # one stage to evaluate
+    with pytest.raises(IbisInputError, match="embeddings are cached now"):
+        sft_minutes_within(20, 12, 36, 10, 200)
+
+    out = tmp_path / "run"
+    args = ["train", "compact", str(demo_dir), "--out", str(out), "--heldout", "20", "--budget", "5"]
+    r = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path / "emb")])
+    assert r.exit_code == 2, r.output
+    assert "--budget" in r.output and "Traceback" not in r.output
+    assert not (out / "compact_policy.pt").exists()
 
 
 def test_rl_split_keeps_images_from_sft_for_grpo(trained, demo_dir, demo_samples, tmp_path):
