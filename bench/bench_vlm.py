@@ -68,7 +68,7 @@ def episode_views(steps: int, size: int = 512):
     from ibisagent.env.episode import StepRecord
     from ibisagent.env.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
     from ibisagent.env.protocol import format_response, refinement_turn_text
-    from ibisagent.env.rle import rle_encode
+    from ibisagent.io.rle import rle_encode
 
     obs0, ep = observation(size)
     yy, xx = np.mgrid[:size, :size]

@@ -23,9 +23,9 @@ DEPTH_BINS = ((0, 1), (1, 2), (2, 4), (4, 8), (8, float("inf")))
 def episode(env, image, gt, clicks: int, frame_scale: float) -> tuple[list[float], list[tuple[float, bool, int]]]:
     """Oracle clicks on one target (the shared env + oracle loop, no early stop) -> (IoU after
     each click, padded to `clicks`; [(error depth in frame px, honoured, label)] per click)."""
-    from ibisagent.env.rle import rle_decode
     from ibisagent.env.runner import run_episode
     from ibisagent.eval.metrics import click_honoured
+    from ibisagent.io.rle import rle_decode
     from ibisagent.policies.oracle import OraclePolicy, error_distance
 
     ep = run_episode(env, OraclePolicy(iou_threshold=2.0), image, "Segment the target.", gt)

@@ -189,7 +189,7 @@ class StepScorer:
         """An environment in the state after `clicks` (from the row's image and given mask),
         built from the cached state after `clicks[:-1]`: one tool call per new prefix."""
         from ibisagent.env.env import IbisEnv
-        from ibisagent.env.rle import rle_decode
+        from ibisagent.io.rle import rle_decode
 
         image, gt = self._load(row["image_path"], row["gt_mask_path"])
         H, W = gt.shape

@@ -89,7 +89,7 @@ def decode_image(data: bytes, what: str, max_pixels: int) -> np.ndarray:
 
 def decode_mask(value: bytes | str | dict, shape: tuple[int, int], what: str, max_pixels: int) -> np.ndarray:
     """A mask given as PNG/TIFF bytes, a base64 string of them (data URL accepted), or RLE
-    {"size": [H, W], "counts": [...]} (see ibisagent.env.rle) -> H x W bool; must match `shape` (H, W)."""
+    {"size": [H, W], "counts": [...]} (see ibisagent.io.rle) -> H x W bool; must match `shape` (H, W)."""
     from ibisagent.io.images import load_mask
 
     if isinstance(value, dict):
@@ -102,20 +102,13 @@ def decode_mask(value: bytes | str | dict, shape: tuple[int, int], what: str, ma
 
 
 def decode_rle(rle: dict, shape: tuple[int, int], what: str) -> np.ndarray:
-    """RLE dict -> H x W bool, checked against `shape` (H, W)."""
-    from ibisagent.env.rle import rle_decode
+    """RLE dict -> H x W bool, checked against `shape` (H, W) before anything is allocated."""
+    from ibisagent.io.rle import rle_decode
 
-    size, counts = rle.get("size"), rle.get("counts")
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
-        raise bad_request(f"{what}: RLE needs 'size': [H, W] integers")
-    if tuple(size) != tuple(shape):
-        raise bad_request(f"{what}: mask is {size[1]} x {size[0]} pixels but the image is {shape[1]} x {shape[0]}")
-    if not (isinstance(counts, list) and all(isinstance(c, int) for c in counts)):
-        raise bad_request(f"{what}: RLE needs 'counts': a list of integers")
     try:
-        return rle_decode({"size": size, "counts": counts})
-    except ValueError as exc:
-        raise bad_request(f"{what}: {exc}") from None
+        return rle_decode(rle, shape=shape)
+    except IbisInputError as exc:
+        raise bad_request(f"{what}: RLE {exc.problem}") from None
 
 
 def b64_bytes(text: str, what: str) -> bytes:

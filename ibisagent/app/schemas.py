@@ -3,7 +3,7 @@
 Coordinates: a click is [x, y] with x = column and y = row, either pixels of the original image
 or normalised to [0, 1] (x / W, y / H); `coords` says which ("auto": all values in [0, 1] means
 normalised). Labels: 1 = positive (target), 0 = negative (background). Masks travel as RLE
-({"size": [H, W], "counts": [...]}, row-major runs starting with background; ibisagent.env.rle)
+({"size": [H, W], "counts": [...]}, row-major runs starting with background; ibisagent.io.rle)
 or as a base64 PNG string (white = target).
 """
 

@@ -85,7 +85,7 @@ class Slots:
 def mask_out(mask: np.ndarray, outputs, image: np.ndarray | None = None, clicks=None) -> dict:
     """The response's mask: area plus the encodings asked for (rle, png, overlay)."""
     from ibisagent.env.overlay import render_overlay
-    from ibisagent.env.rle import rle_encode
+    from ibisagent.io.rle import rle_encode
 
     out: dict[str, Any] = {"area": int(np.count_nonzero(mask))}
     if "rle" in outputs:
@@ -179,7 +179,7 @@ class Service:
 
     def mask_rle(self, image_id: str, data: bytes) -> dict:
         """A mask file for an uploaded image -> {"image_id", "area", "rle"} (checked: same size)."""
-        from ibisagent.env.rle import rle_encode
+        from ibisagent.io.rle import rle_encode
 
         item = self.resolve_image(image_id, None)
         mask = decode_mask(data, item.shape, "mask", self.config.max_pixels)

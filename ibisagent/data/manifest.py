@@ -4,7 +4,7 @@
     {"image": "img/a.png", "structure": "spleen", "mask_rle": {"size": [H, W], "counts": [...]}}
     {"image": "img/a.png", "structure": "kidney stone", "negative": true}
 
-Paths are relative to the manifest. `mask_rle` is the format of `ibisagent.env.rle` (row-major
+Paths are relative to the manifest. `mask_rle` is the format of `ibisagent.io.rle` (row-major
 runs starting with background). `negative: true` means the target is absent (empty mask).
 A line that cannot be used is skipped with its line number; the other lines still load.
 """
@@ -31,7 +31,7 @@ def _load_with_array_mask(image_path: Path, mask_fn, what: str) -> tuple[np.ndar
 
 
 def _rle_mask(rle: dict, _shape: tuple[int, int]) -> np.ndarray:
-    from ibisagent.env.rle import rle_decode
+    from ibisagent.io.rle import rle_decode
 
     return rle_decode(rle)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ibisagent.env.rle import rle_decode, rle_encode
+from ibisagent.io.rle import rle_decode, rle_encode
 
 
 @dataclass

@@ -11,7 +11,7 @@ import io
 import numpy as np
 
 from ibisagent.env.overlay import render_overlay
-from ibisagent.env.rle import rle_decode
+from ibisagent.io.rle import rle_decode
 
 REFERENCE_COLOR = (220, 40, 40)
 

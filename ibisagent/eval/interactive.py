@@ -10,10 +10,10 @@ from pathlib import Path
 
 from ibisagent.data.pairs import Sample
 from ibisagent.env.env import IbisEnv
-from ibisagent.env.rle import rle_decode
 from ibisagent.env.runner import run_episode
 from ibisagent.errors import IbisInputError
 from ibisagent.eval.metrics import NOC_THRESHOLDS, click_honoured, honoured_shares, mask_scores, noc, summarize_curves
+from ibisagent.io.rle import rle_decode
 from ibisagent.policies.oracle import OraclePolicy
 
 

@@ -90,7 +90,7 @@ def _synthesize(ctx: Context, item: Item, image: np.ndarray, gt: np.ndarray | No
         if gt.all():
             raise Skip("the reference mask covers the whole image")
     group = f"{sample.image_key}@{sample.frame}"
-    from ibisagent.env.rle import rle_encode
+    from ibisagent.io.rle import rle_encode
 
     traj = Trajectory(
         id=item.key,
@@ -219,7 +219,7 @@ def _clicks(ctx, traj: Trajectory, group: str, image, gt, rng, init, wrong_at, d
     obs, _ = env.reset(image, traj.query, gt_mask=gt, init_mask=init, image_name=traj.id)
     traj.obs_texts.append(obs.text)
     if init is not None:
-        from ibisagent.env.rle import rle_encode
+        from ibisagent.io.rle import rle_encode
 
         traj.init_mask = rle_encode(init)
     traj.obs_files.append(ctx.store.observation(group, traj.id, 1, image, env.mask))

@@ -1,7 +1,7 @@
 """Synthesized trajectories as records: what was said, what the environment did, what to train.
 
 Paths in a record (`image_file`, `gt_file`, `obs_files`) are relative to the synthesis output
-folder. Masks are RLE (`ibisagent.env.rle`). Clicks are (x, y, label) pixels of the original
+folder. Masks are RLE (`ibisagent.io.rle`). Clicks are (x, y, label) pixels of the original
 image, label 1 positive / 0 negative.
 """
 

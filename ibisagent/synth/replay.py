@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ibisagent.env.env import IbisEnv
-from ibisagent.env.rle import rle_decode
 from ibisagent.io.images import load_image, load_mask
+from ibisagent.io.rle import rle_decode
 from ibisagent.synth.records import Trajectory
 
 

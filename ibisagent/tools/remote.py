@@ -166,7 +166,7 @@ class RemoteTool(SegmentationTool):
 
     def mask_to_logits(self, emb: Embedding, mask: np.ndarray) -> RemoteLogits:
         """A given mask as the prior of the next call: the server turns it into logits there."""
-        from ibisagent.env.rle import rle_encode
+        from ibisagent.io.rle import rle_encode
 
         mask = np.asarray(mask, bool)
         if mask.shape != tuple(emb.original_size):
@@ -184,7 +184,7 @@ class RemoteTool(SegmentationTool):
     def _call(self, emb: Embedding, pts, lab, box, prev: RemoteLogits | None, recover: int = 3) -> ToolResult:
         """POST /v1/tool/segment; an evicted image is uploaded again and evicted logits replayed
         (at most `recover` retries of this call, so a server that keeps evicting fails loudly)."""
-        from ibisagent.env.rle import rle_decode
+        from ibisagent.io.rle import rle_decode
 
         img: RemoteImage = emb.features
         body: dict[str, Any] = {"image_id": img.image_id, "points": pts, "labels": lab, "coords": "px"}

@@ -158,8 +158,8 @@ def load_parquet_rows(path: str | Path, max_rows: int | None = None) -> list[dic
 
 def tasks_from_rows(rows: list[dict]) -> list[Task]:
     """Episode-mode tasks from the first state (step 1) of each synth trajectory."""
-    from ibisagent.env.rle import rle_decode
     from ibisagent.io.images import load_image, load_mask
+    from ibisagent.io.rle import rle_decode
 
     tasks = []
     for r in rows:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ibisagent.env.protocol import parse_response
-from ibisagent.env.rle import rle_decode
+from ibisagent.io.rle import rle_decode
 from tests.app.conftest import XRAY_LEFT_LUNG, b64
 
 

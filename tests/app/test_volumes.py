@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ibisagent.data.volume_io import from_display
-from ibisagent.env.rle import rle_decode, rle_encode
+from ibisagent.io.rle import rle_decode, rle_encode
 
 nib = pytest.importorskip("nibabel", reason="the volumes extra is not installed")
 

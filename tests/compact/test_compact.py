@@ -257,9 +257,9 @@ def test_policy_foresees_the_tool_mask_of_each_click_it_places(trained, demo_sam
 
     from ibisagent.env.env import IbisEnv
     from ibisagent.env.protocol import format_response
-    from ibisagent.env.rle import rle_decode
     from ibisagent.env.runner import run_episode
     from ibisagent.eval.metrics import iou
+    from ibisagent.io.rle import rle_decode
     from ibisagent.policies import make_policy
     from ibisagent.policies.compact import Belief, soft_iou
     from ibisagent.policies.oracle import normalise

@@ -3,7 +3,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ibisagent.env.rle import rle_decode, rle_encode
 from ibisagent.eval.metrics import (
     click_honoured,
     dice,
@@ -16,6 +15,7 @@ from ibisagent.eval.metrics import (
     recall,
     summarize_curves,
 )
+from ibisagent.io.rle import rle_decode, rle_encode
 
 
 def test_hand_computed_scores():

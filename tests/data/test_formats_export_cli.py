@@ -12,8 +12,8 @@ from ibisagent.data.biomedparse import load_biomedparse
 from ibisagent.data.manifest import load_manifest
 from ibisagent.data.report import check_samples
 from ibisagent.data.splits import split_by_image, validation_split
-from ibisagent.env.rle import rle_encode
 from ibisagent.io.images import load_mask
+from ibisagent.io.rle import rle_encode
 
 
 def test_biomedparse_layout(demo_samples, tmp_path):

@@ -168,7 +168,7 @@ def test_images_are_lossless_grey_when_grey_and_encoded_once_per_episode():
     from ibisagent.env.episode import StepRecord
     from ibisagent.env.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
     from ibisagent.env.protocol import refinement_turn_text
-    from ibisagent.env.rle import rle_encode
+    from ibisagent.io.rle import rle_encode
     from ibisagent.policies.vlm_chat import cap_image
 
     rng = np.random.default_rng(0)

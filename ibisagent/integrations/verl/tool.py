@@ -106,8 +106,8 @@ class IbisClickTool(BaseTool):
             self._episodes.move_to_end(key)
             return env
         from ibisagent.env.env import IbisEnv
-        from ibisagent.env.rle import rle_decode
         from ibisagent.io.images import load_image, load_mask
+        from ibisagent.io.rle import rle_decode
         from ibisagent.rewards import make_env_reward
 
         args = (agent_data.tools_kwargs.get(TOOL_NAME) or {}).get("create_kwargs") or {}
