@@ -1,11 +1,9 @@
-"""What the CLI commands share: error reporting, tool options, JSONL output."""
+"""What the CLI commands share: error reporting and tool options."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -62,35 +60,6 @@ def make_tool_from_opts(tool: str, strategy: str):
 
     kwargs = {"strategy": strategy} if tool.startswith("litemedsam") else {}
     return make_tool(tool, **kwargs)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a torn last line (from an interrupted run) is ignored."""
-    rows = []
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-class JsonlAppender:
-    """Append rows one line at a time, flushed and fsynced, so a crash loses at most one row."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = path.open("a", encoding="utf-8")
-
-    def write(self, row: dict) -> None:
-        self._fh.write(json.dumps(row) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        self._fh.close()
 
 
 def stderr_is_tty() -> bool:

@@ -8,15 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import (
-    JsonlAppender,
-    LimitOpt,
-    StrategyOpt,
-    ToolOpt,
-    make_tool_from_opts,
-    read_jsonl,
-    run_guarded,
-)
+from ibisagent.cli.common import LimitOpt, StrategyOpt, ToolOpt, make_tool_from_opts, run_guarded
+from ibisagent.io.jsonl import JsonlAppender, read_jsonl
 
 app = typer.Typer()
 

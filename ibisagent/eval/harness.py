@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ibisagent.data.pairs import Sample
 from ibisagent.errors import IbisInputError
-from ibisagent.eval.results import LATENCY, RESULTS, RUN_JSON, RunData, load_run, write_meta, write_rows
+from ibisagent.eval.results import LATENCY, RESULTS, RUN_JSON, RunData, load_run, write_meta
+from ibisagent.io.jsonl import JsonlAppender, write_jsonl
 
 # What must match for a rerun to continue an existing run folder.
 RESUME_KEYS = ("tool", "tool_kwargs", "max_steps", "seed", "queries", "negatives", "samples_sha")
@@ -198,7 +199,6 @@ def run_eval(cfg: RunConfig, out: str | Path, fresh: bool = False, progress: Pro
     (Ctrl-C, a worker dying) the rows so far are kept, run.json says "incomplete", and the
     exception propagates; rerunning the same call continues where it stopped.
     """
-    from ibisagent.cli.common import JsonlAppender
     from ibisagent.policies import make_policy
 
     out = Path(out)
@@ -227,8 +227,8 @@ def run_eval(cfg: RunConfig, out: str | Path, fresh: bool = False, progress: Pro
     done = {(r["key"], r["policy"]) for r in rows}
     out.mkdir(parents=True, exist_ok=True)
     # Drop torn lines from an interrupted run before appending to the files again.
-    write_rows(out / RESULTS, _canonical(rows, keys, policies))
-    write_rows(out / LATENCY, _canonical(lat, keys, policies))
+    write_jsonl(out / RESULTS, _canonical(rows, keys, policies))
+    write_jsonl(out / LATENCY, _canonical(lat, keys, policies))
     started = time.time()
     write_meta(out, meta)
     todo = []
@@ -268,8 +268,8 @@ def run_eval(cfg: RunConfig, out: str | Path, fresh: bool = False, progress: Pro
         res_w.close()
         lat_w.close()
         final = load_run(out)
-        write_rows(out / RESULTS, _canonical(final.rows, keys, policies))
-        write_rows(out / LATENCY, _canonical(final.latency, keys, policies))
+        write_jsonl(out / RESULTS, _canonical(final.rows, keys, policies))
+        write_jsonl(out / LATENCY, _canonical(final.latency, keys, policies))
         meta.update(
             status=status,
             episodes_done=len(final.rows),

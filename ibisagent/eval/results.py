@@ -14,9 +14,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ibisagent.cli.common import read_jsonl
 from ibisagent.errors import IbisInputError
 from ibisagent.io.images import atomic_write_bytes
+from ibisagent.io.jsonl import read_jsonl
 
 RUN_JSON = "run.json"
 RESULTS = "results.jsonl"
@@ -80,8 +80,3 @@ def load_run(path: str | Path) -> RunData:
 
 def write_meta(path: Path, meta: dict) -> None:
     atomic_write_bytes(path / RUN_JSON, (json.dumps(meta, indent=1) + "\n").encode())
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """Replace a JSONL file atomically with `rows`, one compact JSON object per line."""
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())

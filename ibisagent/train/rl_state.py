@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ibisagent.io.jsonl import JsonlAppender, read_jsonl, write_jsonl
+
 STATE_FILE = "trainer_state.json"
 
 
@@ -110,17 +112,11 @@ class MetricLog:
 
     def __init__(self, output_dir: str | Path, resume_step: int = 0, tensorboard: str | bool = "auto"):
         self.path = Path(output_dir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line
-                if resume_step and rec.get("step", 0) <= resume_step:
-                    kept.append(line)
-        self.path.write_text("".join(k + "\n" for k in kept))
+        # rows past the checkpoint being resumed are dropped (they will be logged again); a torn
+        # last line of a killed run is dropped by read_jsonl
+        kept = [r for r in read_jsonl(self.path) if resume_step and r.get("step", 0) <= resume_step]
+        write_jsonl(self.path, kept)
+        self._out = JsonlAppender(self.path)
         self.tb = None
         if tensorboard in (True, "auto", "true"):
             try:
@@ -132,8 +128,7 @@ class MetricLog:
                     raise
 
     def log(self, rec: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self._out.write(rec)
         if self.tb is not None:
             for k, v in rec.items():
                 if k != "step" and isinstance(v, (int, float)) and v == v:
@@ -141,5 +136,6 @@ class MetricLog:
             self.tb.flush()
 
     def close(self) -> None:
+        self._out.close()
         if self.tb is not None:
             self.tb.close()

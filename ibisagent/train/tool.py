@@ -24,7 +24,6 @@ the image (longest side 256) and zero-padded; points are (x, y) pixels of that f
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -35,6 +34,7 @@ import numpy as np
 
 from ibisagent.data.pairs import Sample
 from ibisagent.errors import IbisInputError
+from ibisagent.io.jsonl import JsonlAppender
 
 MIN_TARGET_PIXELS = 4  # in the 256 x 256 frame; smaller targets cannot be represented
 EMBED_PREFIXES = ("prompt_encoder.point_embeddings", "prompt_encoder.not_a_point_embed", "prompt_encoder.no_mask_embed")
@@ -360,7 +360,7 @@ def train_prompt_path(items: list[TrainItem], out_dir: Path, cfg: ToolTrainConfi
     # Steps expected within the budget, for the cosine schedule; re-estimated as we go.
     est_total = cfg.max_steps
     order: list[int] = []
-    log_fh = (out_dir / "train_log.jsonl").open("a")
+    log_fh = JsonlAppender(out_dir / "train_log.jsonl")  # a resumed run continues the log
     t_start = time.perf_counter() - elapsed
     ema = None
     while step < cfg.max_steps and elapsed < budget:
@@ -395,8 +395,7 @@ def train_prompt_path(items: list[TrainItem], out_dir: Path, cfg: ToolTrainConfi
             "elapsed": round(elapsed, 1),
             **stats,
         }
-        log_fh.write(json.dumps(row) + "\n")
-        log_fh.flush()
+        log_fh.write(row)
         if step % 10 == 0:
             log(
                 f"step {step} loss {ema:.3f} last-click IoU {stats['iou_last']:.3f} ({stats['mode']}) {elapsed / 60:.1f}/{cfg.minutes:.0f} min"
