@@ -1,7 +1,8 @@
 """The FastAPI application: REST API under /v1, the web page at /, OpenAPI docs at /docs.
 
-Every refusal is a 4xx with {"error": "<one line>"}: 400 malformed/invalid input, 404 unknown
-ids, 413 too large, 415 wrong file type, 422 a body that does not match the schema, 429 busy.
+Every refusal is a 4xx with {"error": "<one line>"}: 400 malformed/invalid input, 401 a missing
+or wrong token, 403 a cross-origin request, 404 unknown ids, 413 too large, 415 wrong file type,
+422 a body that does not match the schema, 429 busy. (A Host not allowed gets starlette's 400.)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ibisagent.app.schemas import (
     ToolResponse,
     VolumeMaskRequest,
 )
+from ibisagent.app.security import AccessGuard
 from ibisagent.app.service import Service
 from ibisagent.app.sessions import ActRequest, ReferenceRequest, SessionRequest, SessionResponse
 from ibisagent.errors import IbisInputError
@@ -88,14 +90,16 @@ async def read_request(request: Request, model: type[BaseModel], file_fields: tu
                 if text[:1] in ("[", "{"):
                     try:
                         fields[key] = json.loads(text)
-                    except json.JSONDecodeError:
-                        raise bad_request(f"{key}: malformed JSON") from None
+                    except (json.JSONDecodeError, RecursionError):
+                        raise bad_request(f"{key}: malformed or too deeply nested JSON") from None
                 else:
                     fields[key] = text
         try:
             return model.model_validate(fields), files
         except ValidationError as exc:
             raise ApiError(422, _one_line(exc)) from None
+        except RecursionError:
+            raise bad_request("too deeply nested JSON") from None
     if ctype in ("application/json", ""):
         body = await request.body()
         if not body.strip():
@@ -104,10 +108,14 @@ async def read_request(request: Request, model: type[BaseModel], file_fields: tu
             json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise bad_request("malformed JSON body") from None
+        except RecursionError:
+            raise bad_request("too deeply nested JSON body") from None
         try:
             return model.model_validate_json(body), files
         except ValidationError as exc:
             raise ApiError(422, _one_line(exc)) from None
+        except RecursionError:
+            raise bad_request("too deeply nested JSON body") from None
     raise unsupported(f"content type {ctype!r}: send application/json or multipart/form-data")
 
 
@@ -123,7 +131,22 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
     )
     app.state.service = service
     app.state.config = config
+    # outermost last: the Host check, CORS (only if origins are configured), token and Origin, body limits
     app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes, timeout_s=config.body_timeout_s)
+    app.add_middleware(AccessGuard, token=config.token, origins=tuple(config.cors_origins))
+    if config.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-filename"],
+        )
+    if "*" not in config.allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -140,6 +163,10 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(MemoryError)
+    async def _memory(request: Request, exc: MemoryError):  # a request the bounds let through but RAM did not
+        return JSONResponse({"error": "request needs more memory than the server has free"}, status_code=413)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # a bug: still one line, never a traceback
@@ -158,6 +185,10 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
             "tool": service.tool.name,
             "images": len(service.images),
             "embeddings_cached": len(service.tool.cache),
+            "policies": service.policies.names,
+            "policy_options": list(config.policy_options),
+            "token_required": bool(config.token),
+            "memory_bytes": service.memory(),
             "timings": service.tool.timings.snapshot(),
             "limits": {
                 "max_upload_bytes": config.max_upload_bytes,

@@ -1,8 +1,11 @@
-"""Server settings: limits on uploads, memory, concurrency and time."""
+"""Server settings: limits on uploads, memory, concurrency and time; who may call it and what it runs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+MiB = 1024 * 1024
+EMBEDDING_BYTES = 4 * MiB  # one cached LiteMedSAM image embedding (256 x 64 x 64 float32)
 
 
 @dataclass
@@ -28,6 +31,26 @@ class ServeConfig:
     keep_alive_s: an idle kept-alive connection is closed after this time.
     max_connections: open connections + requests in progress; beyond it the server answers 503.
     (The HTTP-level limits are applied by `ibisagent.app.server.uvicorn_config`.)
+
+    Who may call it and what it runs (see README, "Exposing the server safely"):
+    policies: the policy specs the operator allows, each "NAME=SPEC" or a SPEC named by its part
+      before ":" (compact:/x.pt is "compact"). Clients pick one by NAME, never by a path or a URL;
+      the first is the default. The oracle needs a reference mask in the request.
+    policy_options: the only request `policy_options` keys a client may set (no timeouts, retries
+      or server-side paths: those are the operator's, in the spec).
+    token: when set, every /v1 request needs `Authorization: Bearer TOKEN`.
+    allowed_hosts: Host headers accepted (starlette's TrustedHostMiddleware; "*" any).
+    cors_origins: origins allowed cross-origin (CORS); empty: none. State-changing requests (POST)
+      that carry an Origin header must come from the server's own origin or one of these (403).
+    tool_timeout_s: the longest one tool call (embed / predict) may take; a stuck call frees its
+      worker (429) and the tool stays locked until the call ends. The episode deadline
+      (episode_timeout_s) is enforced the same way around the whole episode, policy calls included:
+      the request returns the steps so far with stop_reason "timeout".
+
+    Memory, in bytes: max_image_bytes (images), max_volume_bytes (volumes), max_logits_bytes (tool
+    states), max_session_bytes (one session's undo history; the oldest undo steps are dropped
+    beyond it) and max_sessions_bytes (all sessions, LRU), plus max_images embeddings of
+    EMBEDDING_BYTES; their sum must stay within max_memory_bytes (checked at start).
     """
 
     tool: str = "litemedsam"
@@ -51,3 +74,39 @@ class ServeConfig:
     keep_alive_s: int = 5
     max_connections: int = 256
     max_sessions: int = 64
+    max_logits_bytes: int = 128 * MiB
+    max_session_bytes: int = 64 * MiB
+    max_sessions_bytes: int = 512 * MiB
+    max_memory_bytes: int = 3 * 1024 * MiB
+    tool_timeout_s: float = 30.0
+    policies: tuple[str, ...] = ("compact", "oracle")
+    policy_options: tuple[str, ...] = ("iou_threshold",)
+    token: str | None = None
+    allowed_hosts: tuple[str, ...] = ("*",)
+    cors_origins: tuple[str, ...] = ()
+
+    def memory_budget(self) -> dict[str, int]:
+        """The byte bound of each store and their total (what the server holds at most)."""
+        parts = {
+            "images": self.max_image_bytes,
+            "embeddings": self.max_images * EMBEDDING_BYTES,
+            "volumes": self.max_volume_bytes,
+            "logits": self.max_logits_bytes,
+            "sessions": self.max_sessions_bytes,
+        }
+        return {**parts, "total": sum(parts.values())}
+
+    def check(self) -> None:
+        """Refuse settings that break the bounds (an IbisInputError naming the setting)."""
+        from ibisagent.errors import IbisInputError
+
+        total = self.memory_budget()["total"]
+        if total > self.max_memory_bytes:
+            raise IbisInputError(
+                "memory limits",
+                f"the stores may hold {total / MiB:.0f} MiB, above max_memory_bytes ({self.max_memory_bytes / MiB:.0f} MiB)",
+            )
+        if self.max_pixels * 3 > self.max_image_bytes:
+            raise IbisInputError("memory limits", "one image of max_pixels does not fit in max_image_bytes")
+        if not self.policies:
+            raise IbisInputError("--policy", "allow at least one policy")

@@ -42,8 +42,15 @@ class SegmentRequest(_Strict):
 
     image_id: str | None = None
     query: str = Field(..., min_length=1, max_length=1000)
-    policy: str = Field("oracle", description="policy spec for ibisagent.policies.make_policy")
-    policy_options: dict[str, Any] = Field(default_factory=dict)
+    policy: str | None = Field(
+        None,
+        max_length=64,
+        description="the name of a policy this server runs (GET /healthz lists them); default: its first, "
+        "the shipped compact agent unless the operator chose otherwise. The oracle needs reference_mask.",
+    )
+    policy_options: dict[str, Any] = Field(
+        default_factory=dict, description="only the keys the operator allows (GET /healthz: policy_options)"
+    )
     reference_mask: MaskIn | None = Field(None, description="ground truth: IoU per step; the oracle needs it")
     init_mask: MaskIn | None = Field(None, description="an existing mask to refine")
     max_steps: int | None = Field(None, ge=1)

@@ -4,6 +4,11 @@ One `SegmentationTool` serves every request. It is not thread-safe, so every cal
 through `SerialTool`, which holds a lock for the duration of one embed/predict call (not for a
 whole episode: a person's click is answered between an agent's steps). Request concurrency is
 bounded by `Slots` (an asyncio semaphore plus a cap on waiters).
+
+Deadlines: every tool call and every agent episode (policy calls included) runs under a deadline
+(`call_with_deadline`): past it the request's worker is freed and answers (429 for a tool call,
+stop_reason "timeout" for an episode) while the stuck call finishes on its own thread; episodes
+still finishing that way count against the workers, so they cannot pile up.
 """
 
 from __future__ import annotations
@@ -22,25 +27,69 @@ from ibisagent.app.errors import bad_request, busy, not_found, unsupported
 from ibisagent.app.schemas import SegmentRequest, SliceRequest, ToolRequest, VolumeMaskRequest
 from ibisagent.app.store import ImageStore, LogitsStore, StoredImage
 from ibisagent.app.volumes import VolumeStore, load_volume_upload, slice_mask_nifti, slice_rgb
+from ibisagent.errors import IbisInputError
 from ibisagent.tools.base import SegmentationTool
 
 
-class SerialTool:
-    """The tool's embed / predict / mask_to_logits, one call at a time (a lock with a timeout)."""
+class DeadlineExceeded(Exception):
+    """A call did not finish within its deadline (it goes on in its own thread)."""
 
-    def __init__(self, tool: SegmentationTool, timeout_s: float):
+
+def call_with_deadline(fn, timeout_s: float, *args):
+    """`fn(*args)` on a daemon thread; its result (or exception) if it ends within `timeout_s`
+    seconds, else DeadlineExceeded while it runs on. Python cannot stop a thread: the caller
+    frees its own worker, and `fn` must release what it holds when it ends."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="ibis-deadline", daemon=True).start()
+    if not done.wait(max(0.0, timeout_s)):
+        raise DeadlineExceeded
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+class SerialTool:
+    """The tool's embed / predict / mask_to_logits, one call at a time (a lock with a timeout
+    `timeout_s`) and each within `call_timeout_s` (else 429; the lock is held until it ends)."""
+
+    def __init__(self, tool: SegmentationTool, timeout_s: float, call_timeout_s: float | None = None):
         self.tool = tool
         self.name = tool.name
         self._lock = threading.Lock()
         self._timeout_s = timeout_s
+        self._call_timeout_s = call_timeout_s
 
     def _locked(self, fn, *args):
         if not self._lock.acquire(timeout=self._timeout_s):
             raise busy(f"the segmentation tool stayed busy for {self._timeout_s:.0f} s; retry later", 2)
+        if self._call_timeout_s is None:
+            try:
+                return fn(*args)
+            finally:
+                self._lock.release()
+
+        def run():
+            try:
+                return fn(*args)
+            finally:
+                self._lock.release()
+
         try:
-            return fn(*args)
-        finally:
-            self._lock.release()
+            return call_with_deadline(run, self._call_timeout_s)
+        except DeadlineExceeded:
+            raise busy(
+                f"a segmentation tool call took longer than {self._call_timeout_s:g} s; retry later", 5
+            ) from None
 
     def embed(self, image: np.ndarray):
         return self._locked(self.tool.embed, image)
@@ -118,11 +167,24 @@ class _EpisodeTimeout(Exception):
     pass
 
 
+def _snapshot_episode(episode):
+    """A copy of an episode that another thread may still be stepping (its steps so far)."""
+    import copy
+
+    snap = copy.copy(episode)
+    snap.steps, snap.meta = list(episode.steps), dict(episode.meta)
+    return snap
+
+
 class Service:
     """Images, tool calls and episodes on one tool, within the limits of `config`."""
 
     def __init__(self, config: ServeConfig, tool: SegmentationTool | None = None):
+        from ibisagent.app.policies import PolicyRegistry
+
+        config.check()
         self.config = config
+        self.policies = PolicyRegistry(config.policies, config.policy_options)
         if tool is None:
             from ibisagent.tools import make_tool
 
@@ -131,14 +193,31 @@ class Service:
                 kwargs.update(strategy=config.strategy, threads=config.threads)
             tool = make_tool(config.tool, **kwargs)
         self.tool = tool
-        self.serial = SerialTool(tool, config.queue_timeout_s)
+        self.serial = SerialTool(tool, config.queue_timeout_s, config.tool_timeout_s)
         self.images = ImageStore(config.max_images, config.max_image_bytes)
-        self.logits = LogitsStore(config.max_logits)
+        self.logits = LogitsStore(config.max_logits, config.max_logits_bytes)
         self.volumes = VolumeStore(config.max_volumes, config.max_volume_bytes)
         self.slots = Slots(config.workers, config.max_queue, config.queue_timeout_s)
         from ibisagent.app.sessions import Sessions
 
-        self.sessions = Sessions(self, config.max_sessions, config.max_clicks)
+        self.sessions = Sessions(
+            self, config.max_sessions, config.max_clicks, config.max_session_bytes, config.max_sessions_bytes
+        )
+        self._overdue = 0  # episodes past their deadline still running on their threads
+        self._overdue_lock = threading.Lock()
+
+    def memory(self) -> dict[str, int]:
+        """Bytes held now per store (embeddings estimated) and their total, with the bound."""
+        from ibisagent.app.config import EMBEDDING_BYTES
+
+        held = {
+            "images": self.images.nbytes,
+            "embeddings": len(self.tool.cache) * EMBEDDING_BYTES,
+            "volumes": self.volumes.nbytes,
+            "logits": self.logits.nbytes,
+            "sessions": self.sessions.nbytes,
+        }
+        return {**held, "total": sum(held.values()), "bound": self.config.memory_budget()["total"]}
 
     # -- images -----------------------------------------------------------------------
     def add_image(self, data: bytes, name: str) -> dict:
@@ -298,33 +377,59 @@ class Service:
         item = self.resolve_image(req.image_id, files.get("image"), files.get("image_name", "image"))
         ref = self._mask(files.get("reference_mask", req.reference_mask), item, "reference_mask")
         init = self._mask(files.get("init_mask", req.init_mask), item, "init_mask")
-        policy = self._policy(req.policy, req.policy_options)
-        if policy.needs_reference and ref is None:
-            raise bad_request(f"policy {req.policy!r} needs a reference mask (reference_mask)")
+        name = self.policies.resolve(req.policy)
+        if self.policies.specs[name].partition(":")[0] in ("oracle", "box") and ref is None:
+            raise bad_request(f"policy {name!r} needs a reference mask (reference_mask)")
+        with self._overdue_lock:
+            if self._overdue >= self.config.workers:
+                raise busy(f"{self._overdue} episodes past their deadline are still finishing; retry later", 5)
         max_steps = min(req.max_steps or self.config.max_steps, self.config.max_steps)
         env = IbisEnv(self.serial, max_steps=max_steps)
         deadline = t0 + self.config.episode_timeout_s
+        cancelled = threading.Event()
 
         def on_step(obs, reward, info):
-            if time.perf_counter() > deadline:
+            if cancelled.is_set() or time.perf_counter() > deadline:
                 raise _EpisodeTimeout
 
-        try:
-            episode = run_episode(env, policy, item.image, req.query, ref, init, item.name, on_step)
-        except _EpisodeTimeout:
-            episode = env.episode
-            episode.stop_reason = "timeout"
-        except ValueError as exc:  # a policy refusing its inputs (e.g. shapes); the tool's own errors
-            raise bad_request(f"policy {req.policy!r}: {exc}") from None
-        episode.meta.update(policy=req.policy, tool=self.tool.name, image_id=item.id)
+        with self.policies.borrow(name, req.policy_options) as lease:
+            if lease.policy.needs_reference and ref is None:
+                raise bad_request(f"policy {name!r} needs a reference mask (reference_mask)")
+
+            def play():
+                try:
+                    return run_episode(env, lease.policy, item.image, req.query, ref, init, item.name, on_step)
+                except _EpisodeTimeout:
+                    env.episode.stop_reason = "timeout"
+                    return env.episode
+                finally:
+                    if lease.abandoned:
+                        with self._overdue_lock:
+                            self._overdue -= 1
+
+            overdue = False
+            try:
+                episode = call_with_deadline(play, deadline - time.perf_counter())
+            except DeadlineExceeded:  # stuck inside a policy or tool call: answer with the steps so far
+                cancelled.set()
+                with self._overdue_lock:
+                    lease.abandoned = True
+                    self._overdue += 1
+                episode, overdue = _snapshot_episode(env.episode), True
+                episode.stop_reason = "timeout"
+            except IbisInputError as exc:
+                raise bad_request(f"policy {name!r}: {exc}") from None
+            except ValueError as exc:  # a policy refusing its inputs (e.g. shapes); the tool's own errors
+                raise bad_request(f"policy {name!r}: {exc}") from None
+        episode.meta.update(policy=name, tool=self.tool.name, image_id=item.id)
         final = episode.final_mask
-        logits_id = None if env.logits is None else self.logits.add(item.id, env.logits)
+        logits_id = None if overdue or env.logits is None else self.logits.add(item.id, env.logits)
         steps = self._steps(episode, item.image, req.step_overlays)
         clicks = episode.clicks
         result = {
             "image_id": item.id,
             "query": req.query,
-            "policy": req.policy,
+            "policy": name,
             "stop_reason": episode.stop_reason,
             "answer": episode.answer,
             "steps": steps,
@@ -335,18 +440,10 @@ class Service:
             "episode": episode.to_dict(),
         }
         # a person may continue this episode: its environment becomes an interactive session
-        result["session_id"] = self.sessions.adopt(env, item.id, init)
+        # (not one still being stepped by an episode past its deadline)
+        result["session_id"] = None if overdue else self.sessions.adopt(env, item.id, init)
         result["total_ms"] = 1000 * (time.perf_counter() - t0)
         return result
-
-    @staticmethod
-    def _policy(spec: str, options: dict):
-        from ibisagent.policies import make_policy
-
-        try:
-            return make_policy(spec, **options)
-        except TypeError as exc:
-            raise bad_request(f"policy {spec!r}: bad policy_options ({exc})") from None
 
     @staticmethod
     def _steps(episode, image: np.ndarray, overlays: bool) -> list[dict]:

@@ -9,7 +9,9 @@ masks, IoUs and rewards, whoever made them. An agent run (`POST /v1/segment`) op
 its own environment, so a person continues the agent's episode where it stopped.
 
 Undo returns to the state before the last person action (or before the whole agent run); reset
-to the start. Sessions live in a bounded LRU store; an evicted id answers 404.
+to the start. Memory is bounded in bytes: undo states keep their masks bit-packed (1 bit a pixel),
+one session's history beyond `max_session_bytes` loses its oldest undo states (reset still works),
+and all sessions together live in an LRU store bounded by count and bytes; an evicted id answers 404.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ibisagent.app.errors import bad_request, not_found
 from ibisagent.app.schemas import MaskIn, MaskOut, Output, StepOut
-from ibisagent.app.store import BoundedLRU
+from ibisagent.app.store import BoundedLRU, nbytes_of
 from ibisagent.errors import IbisInputError
 
 
@@ -69,13 +71,28 @@ class SessionResponse(BaseModel):
     tool_ms: float | None = None
 
 
+class _Packed:
+    """An H x W bool mask packed to 1 bit a pixel."""
+
+    def __init__(self, mask: np.ndarray):
+        self.shape = mask.shape
+        self.bits = np.packbits(np.asarray(mask, bool))
+
+    def unpack(self) -> np.ndarray:
+        return np.unpackbits(self.bits, count=self.shape[0] * self.shape[1]).reshape(self.shape).astype(bool)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.bits.nbytes)
+
+
 @dataclass
 class _Snapshot:
     """What `IbisEnv` changes in a step (masks and logits are replaced, never written in place)."""
 
     points: list
     labels: list
-    mask: np.ndarray
+    mask: _Packed
     logits: Any
     t: int
     recent: list
@@ -84,13 +101,17 @@ class _Snapshot:
     stop_reason: str | None
     answer: str | None
 
+    @property
+    def nbytes(self) -> int:
+        return self.mask.nbytes + nbytes_of(self.logits) + 16 * (len(self.points) + len(self.recent))
+
 
 def _snapshot(env) -> _Snapshot:
     ep = env.episode
     return _Snapshot(
         list(env.points),
         list(env.labels),
-        env.mask,
+        _Packed(env.mask),
         env.logits,
         env.t,
         list(env._recent),
@@ -102,7 +123,7 @@ def _snapshot(env) -> _Snapshot:
 
 
 def _restore(env, s: _Snapshot) -> None:
-    env.points, env.labels, env.mask, env.logits = list(s.points), list(s.labels), s.mask, s.logits
+    env.points, env.labels, env.mask, env.logits = list(s.points), list(s.labels), s.mask.unpack(), s.logits
     env.t, env._recent, env.done = s.t, list(s.recent), s.done
     ep = env.episode
     del ep.steps[s.n_steps :]
@@ -116,7 +137,7 @@ def _blank(env, init_mask: np.ndarray | None) -> _Snapshot:
         mask, logits = init_mask, env.tool.mask_to_logits(env.embedding, init_mask)
     else:
         mask, logits = np.zeros((H, W), bool), None
-    return _Snapshot([], [], mask, logits, 0, [], False, 0, None, None)
+    return _Snapshot([], [], _Packed(mask), logits, 0, [], False, 0, None, None)
 
 
 @dataclass
@@ -133,9 +154,38 @@ class Session:
 class Sessions:
     """Sessions of one service (bounded LRU; `max_steps` per session)."""
 
-    def __init__(self, service, max_entries: int = 64, max_steps: int = 64):
-        self.service, self.max_steps = service, max_steps
-        self._store = BoundedLRU(max_entries)
+    def __init__(
+        self,
+        service,
+        max_entries: int = 64,
+        max_steps: int = 64,
+        max_session_bytes: int | None = None,
+        max_total_bytes: int | None = None,
+    ):
+        self.service, self.max_steps, self.max_session_bytes = service, max_steps, max_session_bytes
+        self._store = BoundedLRU(max_entries, max_total_bytes)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes all sessions hold (as accounted after their last change)."""
+        return self._store.nbytes
+
+    @staticmethod
+    def _size(session: Session) -> int:
+        """Bytes one session holds: its current mask and logits, its undo states and its episode
+        record (RLE masks as Python int lists, about 36 bytes a count)."""
+        env = session.env
+        steps = sum(36 * len(st.mask["counts"]) for st in env.episode.steps if st.mask is not None)
+        return int(env.mask.nbytes) + nbytes_of(env.logits) + sum(u.nbytes for u in session.undo) + steps
+
+    def _account(self, session: Session) -> None:
+        """Drop the oldest undo states (keeping the reset point) beyond max_session_bytes, then
+        record the session's size in the store (which evicts other sessions beyond its bound)."""
+        size = self._size(session)
+        while self.max_session_bytes is not None and size > self.max_session_bytes and len(session.undo) > 1:
+            del session.undo[1]
+            size = self._size(session)
+        self._store.resize(session.id, size)
 
     # -- opening ----------------------------------------------------------------------
     def _human(self, session_box: list):
@@ -148,8 +198,8 @@ class Sessions:
         box: list = []
         session = Session(uuid.uuid4().hex, image_id, env, self._human(box), undo)
         box.append(session)
-        nbytes = int(env.mask.nbytes) + sum(int(np.asarray(s.mask).nbytes) for s in undo)
-        self._store.put(session.id, session, nbytes)
+        self._store.put(session.id, session, 0)
+        self._account(session)
         return session
 
     def open(self, req: SessionRequest) -> dict:
@@ -205,6 +255,7 @@ class Sessions:
             session.undo.append(snap)
             who = env.episode.meta.setdefault("person_steps", [])
             who.append(env.episode.steps[-1].index)
+            self._account(session)
             return self.state(session, req.outputs, step=True)
 
     def undo(self, session_id: str, outputs: list[str]) -> dict:
@@ -214,6 +265,7 @@ class Sessions:
                 raise bad_request("nothing to undo")
             _restore(session.env, session.undo.pop())
             self._forget_person_steps(session)
+            self._account(session)
             return self.state(session, outputs)
 
     def reset(self, session_id: str, outputs: list[str]) -> dict:
@@ -223,6 +275,7 @@ class Sessions:
                 _restore(session.env, session.undo[0])
                 session.undo.clear()
             self._forget_person_steps(session)
+            self._account(session)
             return self.state(session, outputs)
 
     def set_reference(self, session_id: str, req: ReferenceRequest) -> dict:

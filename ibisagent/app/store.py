@@ -49,12 +49,28 @@ class BoundedLRU:
                 _, (_, n) = self._items.popitem(last=False)
                 self._bytes -= n
 
+    def resize(self, key: str, nbytes: int) -> None:
+        """Record a new size for an entry that grew or shrank (then evict as `put` does)."""
+        with self._lock:
+            item = self._items.get(key)
+        if item is not None:
+            self.put(key, item[0], nbytes)
+
     def __len__(self) -> int:
         return len(self._items)
 
     @property
     def nbytes(self) -> int:
         return self._bytes
+
+
+def nbytes_of(value: Any) -> int:
+    """Bytes of a numpy array or torch tensor (0 for anything else)."""
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if hasattr(value, "element_size") and hasattr(value, "nelement"):
+        return int(value.element_size() * value.nelement())
+    return 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,10 @@ class ImageStore:
     def __len__(self) -> int:
         return len(self._lru)
 
+    @property
+    def nbytes(self) -> int:
+        return self._lru.nbytes
+
 
 @dataclass(frozen=True)
 class ToolState:
@@ -100,13 +120,17 @@ class ToolState:
 class LogitsStore:
     """Previous-call logits by a random id, so a client can chain clicks without re-sending masks."""
 
-    def __init__(self, max_entries: int):
-        self._lru = BoundedLRU(max_entries)
+    def __init__(self, max_entries: int, max_bytes: int | None = None):
+        self._lru = BoundedLRU(max_entries, max_bytes)
 
     def add(self, image_id: str, logits: Any) -> str:
         key = uuid.uuid4().hex
-        self._lru.put(key, ToolState(image_id, logits))
+        self._lru.put(key, ToolState(image_id, logits), nbytes_of(logits))
         return key
 
     def get(self, key: str) -> ToolState | None:
         return self._lru.get(key)
+
+    @property
+    def nbytes(self) -> int:
+        return self._lru.nbytes

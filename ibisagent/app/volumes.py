@@ -92,6 +92,10 @@ class VolumeStore:
     def get(self, volume_id: str) -> StoredVolume | None:
         return self._lru.get(volume_id)
 
+    @property
+    def nbytes(self) -> int:
+        return self._lru.nbytes
+
 
 def slice_rgb(volume, axis: str, index: int, window: str) -> np.ndarray:
     """Slice `index` along `axis` (axial/coronal/sagittal), windowed to H x W x 3 uint8 (display orientation)."""

@@ -17,6 +17,46 @@ MaxPxOpt = Annotated[int, typer.Option("--max-pixels", help="Largest image, widt
 WorkersOpt = Annotated[int, typer.Option(help="Requests working at once (the tool itself runs one call at a time)")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="Torch CPU threads for the tool (default: torch's choice)")]
 TimeoutOpt = Annotated[float, typer.Option("--episode-timeout", help="Wall-time limit of one agent episode, s")]
+PolicyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--policy",
+        help="A policy clients may run, NAME=SPEC or SPEC (named by its part before ':'); repeat for more. "
+        "Clients choose by NAME; the first is the default. Default: compact, plus oracle (needs a reference mask)",
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(envvar="IBISAGENT_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1 (env IBISAGENT_TOKEN)"),
+]
+HostsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-host",
+        help="Host header accepted (repeat; '*' any). Default: localhost names, plus --host when it is one address",
+    ),
+]
+CorsOpt = Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow this origin cross-origin (repeat)")]
+ToolTimeoutOpt = Annotated[
+    float, typer.Option("--tool-timeout", min=0.1, help="Longest one tool call may take, s (429 beyond)")
+]
+MemoryOpt = Annotated[
+    float, typer.Option("--max-memory-mib", min=64, help="Bound on what the server's stores hold in total, MiB")
+]
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _allowed_hosts(host: str, given: list[str] | None) -> tuple[str, ...]:
+    if given:
+        return tuple(given)
+    if host in ("0.0.0.0", "::"):
+        typer.echo(
+            "warning: listening on all interfaces with any Host header accepted; give --allowed-host NAME "
+            "(and --token) before exposing it (README: Exposing the server safely)",
+            err=True,
+        )
+        return ("*",)
+    return tuple(dict.fromkeys((host, *LOOPBACK)))
 
 
 def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, limits, open_browser):
@@ -45,10 +85,13 @@ def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, thre
         workers=workers,
         **limits,
     )
+    config.check()
     typer.echo(f"loading the tool ({tool}) ...", err=True)
     api = create_app(config)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
-    typer.echo(f"web app: {url}   REST API docs: {url}docs   (Ctrl+C stops)", err=True)
+    page = f"{url}#token={config.token}" if config.token else url
+    typer.echo(f"web app: {page}   REST API docs: {url}docs   (Ctrl+C stops)", err=True)
+    typer.echo(f"policies clients may run: {', '.join(api.state.service.policies.names)}", err=True)
     if open_browser:
         import threading
         import webbrowser
@@ -84,9 +127,25 @@ def _command(name: str, open_default: bool, doc: str) -> None:
         episode_timeout: TimeoutOpt = 60.0,
         body_timeout: BodyTimeoutOpt = 60.0,
         max_connections: MaxConnOpt = 256,
+        policy: PolicyOpt = None,
+        token: TokenOpt = None,
+        allowed_host: HostsOpt = None,
+        cors_origin: CorsOpt = None,
+        tool_timeout: ToolTimeoutOpt = 30.0,
+        max_memory_mib: MemoryOpt = 3072.0,
         open_browser: OpenOpt = open_default,
     ) -> None:
-        limits = dict(episode_timeout_s=episode_timeout, body_timeout_s=body_timeout, max_connections=max_connections)
+        limits = dict(
+            episode_timeout_s=episode_timeout,
+            body_timeout_s=body_timeout,
+            max_connections=max_connections,
+            policies=tuple(policy) if policy else ("compact", "oracle"),
+            token=token or None,
+            allowed_hosts=_allowed_hosts(host, allowed_host),
+            cors_origins=tuple(cors_origin or ()),
+            tool_timeout_s=tool_timeout,
+            max_memory_bytes=int(max_memory_mib * 1024 * 1024),
+        )
         run_guarded(
             _serve, host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, limits, open_browser
         )

@@ -89,6 +89,7 @@ def test_oracle_episode(client, xray_id, demo_dir):
     body = {
         "image_id": xray_id,
         "query": "Segment the left lung",
+        "policy": "oracle",
         "reference_mask": rle_encode(ref),
         "max_steps": 4,
         "step_overlays": True,
@@ -110,6 +111,11 @@ def test_oracle_episode(client, xray_id, demo_dir):
 
 
 def test_episode_step_limit_is_capped_by_server(client, xray_id, demo_dir, app_config):
-    body = {"image_id": xray_id, "query": "left lung", "reference_mask": b64(demo_dir / XRAY_LEFT_LUNG)}
+    body = {
+        "image_id": xray_id,
+        "query": "left lung",
+        "policy": "oracle",
+        "reference_mask": b64(demo_dir / XRAY_LEFT_LUNG),
+    }
     j = client.post("/v1/segment", json={**body, "max_steps": 500, "policy_options": {"iou_threshold": 1.0}}).json()
     assert len(j["steps"]) <= app_config.max_steps

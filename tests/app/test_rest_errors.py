@@ -93,12 +93,14 @@ def test_logits_of_another_image_refused(client, xray_id, demo_dir):
 
 def test_segment_errors(client, xray_id, demo_dir):
     seg = lambda **kw: client.post("/v1/segment", json={"image_id": xray_id, "query": "left lung", **kw})  # noqa: E731
-    _err(seg(), 400, "reference")
+    _err(seg(policy="oracle"), 400, "reference")
     _err(seg(policy="gpt-99"), 400, "unknown policy")
     _err(seg(reference_mask=b64(demo_dir / XRAY_LEFT_LUNG), policy_options={"temperature": 3}), 400, "policy_options")
     small = _png(np.zeros((64, 64), np.uint8))
     r = client.post(
-        "/v1/segment", files={"reference_mask": ("m.png", small, "image/png")}, data={"image_id": xray_id, "query": "x"}
+        "/v1/segment",
+        files={"reference_mask": ("m.png", small, "image/png")},
+        data={"image_id": xray_id, "query": "x", "policy": "oracle"},
     )
     _err(r, 400, "64 x 64")
     r = client.post("/v1/masks", files={"image_id": (None, xray_id), "mask": (None, "not a file")})

@@ -1,0 +1,109 @@
+"""The policies a server runs: only those its operator allows, chosen by clients by name.
+
+A client never gives a policy spec (a spec may hold a server-side path, `compact:/x.pt`, or a URL
+the server would send the image to, `openai:http://HOST/v1`); it names one of the operator's
+(`serve --policy NAME=SPEC`). Request `policy_options` are limited to the operator's list of keys
+and to plain values, so a client cannot raise a policy's timeouts or retries.
+
+Policies keep per-episode state, so each episode borrows an instance of its own from a small pool
+(instances are built on first use and reused; at most one per concurrent episode).
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+from ibisagent.app.errors import bad_request
+from ibisagent.errors import IbisInputError
+
+
+def parse_policy(entry: str) -> tuple[str, str]:
+    """ "NAME=SPEC" or "SPEC" -> (name, spec); a bare spec is named by its part before ":"."""
+    name, sep, spec = entry.partition("=")
+    if not sep:
+        spec, name = entry, entry.partition(":")[0]
+    name, spec = name.strip(), spec.strip()
+    if not name or not spec or not name.replace("-", "").replace("_", "").isalnum():
+        raise IbisInputError(entry, "a policy is NAME=SPEC (NAME: letters, digits, - and _) or a SPEC")
+    return name, spec
+
+
+class PolicyRegistry:
+    """name -> spec of the allowed policies (first: the default), with a pool of instances each."""
+
+    def __init__(self, entries: tuple[str, ...] | list[str], option_keys: tuple[str, ...] = ()):
+        self.specs: dict[str, str] = {}
+        for entry in entries:
+            name, spec = parse_policy(entry)
+            if name in self.specs:
+                raise IbisInputError(entry, f"policy name {name!r} given twice")
+            self.specs[name] = spec
+        if not self.specs:
+            raise IbisInputError("--policy", "allow at least one policy")
+        self.option_keys = tuple(option_keys)
+        self._free: dict[str, list] = {name: [] for name in self.specs}
+        self._lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.specs)
+
+    @property
+    def default(self) -> str:
+        return next(iter(self.specs))
+
+    def check_options(self, name: str, options: dict) -> dict:
+        """The request's policy_options if allowed: keys from the operator's list, plain values."""
+        bad = sorted(k for k in options if k not in self.option_keys)
+        if bad:
+            allowed = ", ".join(self.option_keys) or "none"
+            raise bad_request(f"policy_options {', '.join(map(repr, bad))} not allowed (allowed: {allowed})")
+        for k, v in options.items():
+            if not isinstance(v, (int, float, str, bool)) or (isinstance(v, str) and len(v) > 100):
+                raise bad_request(f"policy_options {k!r} must be a number, a short string or a boolean")
+        return options
+
+    def _make(self, name: str, options: dict):
+        from ibisagent.policies import make_policy
+
+        try:
+            return make_policy(self.specs[name], **options)
+        except TypeError as exc:
+            raise bad_request(f"policy {name!r}: bad policy_options ({exc})") from None
+        except IbisInputError as exc:
+            raise bad_request(f"policy {name!r}: {exc.problem}") from None
+
+    def resolve(self, name: str | None) -> str:
+        """A client's policy name (None: the default) -> an allowed name, or 400."""
+        name = self.default if name is None else name
+        if name not in self.specs:
+            raise bad_request(f"unknown policy {name[:64]!r}; this server runs: {', '.join(self.specs)}")
+        return name
+
+    @contextmanager
+    def borrow(self, name: str, options: dict | None = None):
+        """A `Lease` of an instance of policy `name` for one episode (with options: a fresh
+        instance, not pooled). An abandoned lease (an episode past its deadline, still running)
+        does not go back to the pool."""
+        options = self.check_options(name, options or {})
+        if options:
+            yield Lease(self._make(name, options))
+            return
+        with self._lock:
+            policy = self._free[name].pop() if self._free[name] else None
+        lease = Lease(self._make(name, {}) if policy is None else policy)
+        try:
+            yield lease
+        finally:
+            if not lease.abandoned:
+                with self._lock:
+                    self._free[name].append(lease.policy)
+
+
+class Lease:
+    """A borrowed policy instance; `abandoned` keeps it out of the pool."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.abandoned = False
