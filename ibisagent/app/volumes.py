@@ -28,25 +28,17 @@ class StoredVolume:
     name: str
 
 
-def _nifti_voxel_bytes(path: Path) -> int:
-    """Bytes the voxels take once loaded, from the header alone (no voxel is read)."""
-    import nibabel as nib
-
-    hdr = nib.load(str(path)).header
-    return int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * max(4, np.dtype(hdr.get_data_dtype()).itemsize)
-
-
 def load_volume_upload(data: bytes, name: str, kind: str, max_bytes: int):
     """Uploaded bytes (kind "nifti", "gzip" = .nii.gz, or "dicom") -> Volume; 400/413/415 on failure."""
     try:
-        from ibisagent.data.volume_io import load_volume
+        from ibisagent.data.volume_io import VolumeTooLarge, load_volume
     except ImportError:
         raise unsupported(f"{name}: volumes need the volumes extra: pip install 'ibisagent[volumes]'") from None
     with tempfile.TemporaryDirectory(prefix="ibisagent-volume-") as tmp:
         try:
             if kind == "dicom":
                 (Path(tmp) / "slice.dcm").write_bytes(data)
-                return load_volume(Path(tmp), modality="unknown")
+                return load_volume(Path(tmp), modality="unknown", max_bytes=max_bytes)
             if kind == "gzip":
                 try:
                     head = zlib.decompressobj(wbits=31).decompress(data[:65536], 352)
@@ -58,22 +50,16 @@ def load_volume_upload(data: bytes, name: str, kind: str, max_bytes: int):
                     raise unsupported(f"{name}: a gzip file that is not a NIfTI volume")
             path = Path(tmp) / ("volume.nii.gz" if kind == "gzip" else "volume.nii")
             path.write_bytes(data)
-            try:
-                need = _nifti_voxel_bytes(path)
-            except Exception as exc:  # nibabel raises several types for a damaged header
-                raise bad_request(f"{name}: cannot read the NIfTI header ({exc.__class__.__name__})") from None
-            if need > max_bytes:
-                raise too_large(
-                    f"{name}: volume needs {need / 2**20:.0f} MiB, the limit is {max_bytes / 2**20:.0f} MiB"
-                )
-            try:
-                vol = load_volume(path)
+            try:  # the header is checked against the file and max_bytes before any voxel is read
+                vol = load_volume(path, max_bytes=max_bytes)
                 vol.data = np.ascontiguousarray(vol.data)  # load the voxels before the temp file goes
             except IbisInputError:
                 raise
             except (EOFError, OSError, ValueError, zlib.error) as exc:  # nibabel reads voxels lazily
                 raise bad_request(f"{name}: corrupt or truncated volume ({exc.__class__.__name__})") from None
             return vol
+        except VolumeTooLarge as exc:
+            raise too_large(f"{name}: {exc.problem}") from None
         except IbisInputError as exc:
             raise bad_request(f"{name}: {exc.problem}") from None
 

@@ -44,8 +44,12 @@ def read_series_headers(folder: Path) -> dict[str, list]:
     return series
 
 
-def load_dicom_series(folder: str | Path, series_uid: str | None = None):
-    from ibisagent.data.volume_io import Volume, _nib
+def load_dicom_series(folder: str | Path, series_uid: str | None = None, max_bytes: int | None = None):
+    """A DICOM series -> Volume; `max_bytes` (default volume_io.MAX_VOLUME_BYTES) bounds the voxels
+    as loaded, checked from the headers before any pixel data is decoded."""
+    from ibisagent.data.volume_io import MAX_VOLUME_BYTES, Volume, _nib, check_voxel_bytes
+
+    max_bytes = MAX_VOLUME_BYTES if max_bytes is None else max_bytes
 
     _nib()
     from nibabel.orientations import apply_orientation, io_orientation
@@ -109,6 +113,8 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None):
             or float(getattr(ds, "RescaleIntercept", 0) or 0) != inter
         ):
             raise IbisInputError(ds.filename, "rescale slope/intercept differ between slices; not supported")
+    frames = int(getattr(first, "NumberOfFrames", 1) or 1) * int(getattr(first, "SamplesPerPixel", 1) or 1)
+    check_voxel_bytes(folder, (len(slices) * frames, int(first.Rows), int(first.Columns)), 4, max_bytes)
     try:
         stack = np.stack([ds.pixel_array.T for ds in slices], axis=2)  # (column, row, slice)
     except Exception as exc:  # pydicom raises many types for unsupported transfer syntaxes

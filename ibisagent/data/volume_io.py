@@ -15,6 +15,7 @@ and header lies exactly over the original in 3D Slicer / ITK-SNAP.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,49 @@ from ibisagent.errors import IbisInputError
 
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+MAX_VOLUME_BYTES = 4 * 1024**3  # voxels as loaded (at least 4 bytes each); larger volumes are refused
+GZIP_MAX_RATIO = 1032  # deflate expands at most about 1032:1, so a .nii.gz cannot hold more than this
+
+
+class VolumeTooLarge(IbisInputError):
+    """A volume whose voxels (read from its header, before any is loaded) exceed the byte limit."""
+
+
+def check_voxel_bytes(source, shape, itemsize: int, max_bytes: int | None = MAX_VOLUME_BYTES) -> int:
+    """Bytes the voxels of `shape` take once loaded (at least 4 a voxel), computed with Python
+    integers (no overflow); a zero-size dimension or more than `max_bytes` is refused."""
+    dims = [int(d) for d in shape]
+    if not dims or any(d < 1 for d in dims):
+        raise IbisInputError(source, f"the volume has a dimension of size 0 (shape {tuple(dims)})")
+    need = max(4, int(itemsize))
+    for d in dims:
+        need *= d
+    if max_bytes is not None and need > max_bytes:
+        raise VolumeTooLarge(
+            source, f"volume needs {need / 2**20:.0f} MiB once loaded, the limit is {max_bytes / 2**20:.0f} MiB"
+        )
+    return need
+
+
+def check_nifti(img, path: Path, max_bytes: int | None = MAX_VOLUME_BYTES) -> int:
+    """Check a NIfTI file's header against the file before any voxel is read: no zero-size
+    dimension, voxel sizes finite and positive, voxel data the file can actually hold (its size
+    after the data offset; times 1032 when gzipped) and within `max_bytes` once loaded (bytes)."""
+    header = img.header
+    shape = header.get_data_shape()
+    itemsize = np.dtype(header.get_data_dtype()).itemsize
+    need = check_voxel_bytes(path, shape, itemsize, max_bytes)
+    stored = need // max(4, itemsize) * itemsize
+    size = path.stat().st_size
+    offset = int(getattr(img.dataobj, "offset", 0) or 0)
+    room = size * GZIP_MAX_RATIO if str(path).lower().endswith(".gz") else size - offset
+    if stored > room:
+        promised = f"the header promises {stored:,} bytes of voxels"
+        raise IbisInputError(path, f"{promised} but the file holds at most {max(room, 0):,}: truncated")
+    zooms = [float(z) for z in header.get_zooms()[:3]]
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise IbisInputError(path, f"voxel sizes {zooms} must be finite and positive")
+    return need
 
 
 def _nib():
@@ -143,7 +187,10 @@ def from_spatial_image(img, source: str, modality: str = "unknown", allow_no_aff
         raise IbisInputError(source, f"expected a 3D volume, got shape {tuple(img.shape)}")
     dataobj = img.dataobj
     if hasattr(dataobj, "get_unscaled"):
-        raw = np.asanyarray(dataobj.get_unscaled())
+        try:
+            raw = np.asanyarray(dataobj.get_unscaled())
+        except (EOFError, OSError, ValueError, zlib.error) as exc:  # nibabel reads voxels lazily, here
+            raise IbisInputError(source, f"corrupt or truncated voxel data ({exc.__class__.__name__})") from None
         slope = float(dataobj.slope) if np.isfinite(dataobj.slope) and dataobj.slope != 0 else 1.0
         inter = float(dataobj.inter) if np.isfinite(dataobj.inter) else 0.0
     else:
@@ -159,7 +206,11 @@ def from_spatial_image(img, source: str, modality: str = "unknown", allow_no_aff
 
 
 def load_volume(
-    path, modality: str = "unknown", allow_no_affine: bool = False, series_uid: str | None = None
+    path,
+    modality: str = "unknown",
+    allow_no_affine: bool = False,
+    series_uid: str | None = None,
+    max_bytes: int | None = MAX_VOLUME_BYTES,
 ) -> Volume:
     """A NIfTI file, a DICOM series folder, or a nibabel image object -> Volume."""
     nib = _nib()
@@ -169,7 +220,7 @@ def load_volume(
     if path.is_dir():
         from ibisagent.data.dicom import load_dicom_series
 
-        return load_dicom_series(path, series_uid=series_uid)
+        return load_dicom_series(path, series_uid=series_uid, max_bytes=max_bytes)
     if not path.exists():
         raise IbisInputError(path, "no such file")
     if not is_volume_path(path):
@@ -178,6 +229,7 @@ def load_volume(
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for corrupt or foreign files
         raise IbisInputError(path, f"cannot read NIfTI ({exc.__class__.__name__}: {exc})") from None
+    check_nifti(img, path, max_bytes)
     return from_spatial_image(img, str(path), modality, allow_no_affine)
 
 
