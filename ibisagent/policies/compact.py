@@ -328,6 +328,20 @@ def decide(mask: np.ndarray, prob: np.ndarray, candidates: list[Click], outcomes
     return Decision("click", candidates[best], best, agree, scores[best], len(candidates))
 
 
+class Reading(NamedTuple):
+    """How `CompactPolicy.read` reads a query: `query` the text the belief net gets, `structure`
+    the known structure it names (None: not named, or unknown), `known` False for a structure the
+    policy does not know (it then shows a marked guess), `note` what it says about the reading,
+    `similarity` / `closest` the nearest training query and its cosine similarity."""
+
+    query: str
+    structure: str | None
+    known: bool
+    note: str
+    similarity: float
+    closest: str
+
+
 def policy_settings() -> dict:
     """The default settings of `CompactPolicy` (stop and click rules), recorded in training reports."""
     import inspect
@@ -342,19 +356,26 @@ class CompactPolicy(Policy):
     negative ones at most) and places the one whose mask agrees best with its belief, or stops
     when none improves that agreement by more than `min_gain` (`decide`). The tool answers from
     the cached image embedding, so a look costs one mask decode.
-    `presence_threshold`: below it the target is judged absent and the policy stops at once;
-    `novelty_threshold`: a query whose MiniLM cosine similarity to every training query is below
-    it names something the policy never learned: it stops at once and says "not found" (medical
-    paraphrases of known targets score about 0.7 and above, everyday objects and nonsense 0.2 to
-    0.55; see the README, "Compact policy, from the query alone").
+    `presence_threshold`: below it (and with no sure region, `absent_peak`) the target is judged
+    absent and the policy stops at once, giving both figures as its evidence;
+    `novelty_threshold`: a query that names no known structure (`read`) and whose MiniLM cosine
+    similarity to every training query is below it names something the policy never learned: it
+    says so and shows its best candidate as a low-confidence guess (medical paraphrases of known
+    targets score about 0.7 and above, everyday objects and nonsense 0.2 to 0.55).
     `click_margin`: a belief-logit margin; candidate clicks go only where the belief is confident
     (positive where the logit exceeds +margin and the mask misses, negative where it is below
     -margin and the mask covers): the blurry rim of the belief is not worth a click. 0 = any
     disagreement with the belief thresholded at 50%.
     `guess_floor`: a belief logit; when the target is judged present but no pixel reaches 50%
-    belief, and the belief's peak is above this floor (-3: 4.7%), the policy segments its best
-    guess (`best_guess`: where the belief is within 1 logit of its peak) and says it is a
-    low-confidence guess; at or below the floor it stops without a mask.
+    belief, and the belief's peak is above this floor, the policy segments its best guess
+    (`best_guess`: where the belief is within 1 logit of its peak) and says it is a low-confidence
+    guess; at or below the floor it stops without a mask (default -30: it always guesses).
+    `absent_peak`: the target is said absent only with evidence: the presence head below
+    `presence_threshold` *and* no pixel of the belief map above this probability; with presence
+    low but a sure region in the map it segments that region as a low-confidence answer.
+    Queries are read first (`read`): a known structure under other words (a typo, a plural, a
+    synonym, `data.vocabulary`) is looked for under its known name; a structure it does not know
+    still gets its best candidate, marked as a low-confidence guess that says what it rests on.
     One instance plays one episode at a time (`begin` resets it), as `env.runner.run_episode`,
     the evaluation workers and the web app use it."""
 
@@ -368,7 +389,8 @@ class CompactPolicy(Policy):
         presence_threshold: float = 0.5,
         novelty_threshold: float = 0.6,
         click_margin: float = 6.0,
-        guess_floor: float = -3.0,
+        guess_floor: float = -30.0,
+        absent_peak: float = 0.5,
     ):
         if lookahead < 1:
             raise IbisInputError("lookahead", f"expected at least 1 candidate click per sign, got {lookahead}")
@@ -379,6 +401,9 @@ class CompactPolicy(Policy):
         self.novelty_threshold = novelty_threshold
         self.click_margin = click_margin
         self.guess_floor = guess_floor
+        self.absent_peak = absent_peak
+        self._readings: dict[str, Reading] = {}
+        self._vocabulary = None
         self.tool = None
         self._belief_key = None
         self._prior: dict[tuple, object] = {}
@@ -425,6 +450,39 @@ class CompactPolicy(Policy):
         best = int(sims.argmax())
         return float(sims[best]), self.net.known_texts[best]
 
+    def known_structures(self) -> list[str]:
+        """The structure names this policy was trained on (from the training queries in its weights)."""
+        from ibisagent.data.vocabulary import structures_of_queries
+
+        return structures_of_queries(self.net.known_texts)
+
+    def read(self, query: str) -> Reading:
+        """How the policy reads a query (cached): a known structure under other words is looked
+        for under its known name ("Segment the kidny." -> "Segment the kidney."); a query that names
+        no known structure but is close to a training query (a reasoning query) is kept as it is;
+        anything else is an unknown structure, for which the policy shows a marked best guess."""
+        if query in self._readings:
+            return self._readings[query]
+        from ibisagent.data.vocabulary import Vocabulary
+
+        if self._vocabulary is None:
+            self._vocabulary = Vocabulary(self.known_structures())
+        res = self._vocabulary.resolve(query)
+        similarity, closest = self.novelty(query)
+        if res.reworded:
+            reading = Reading(f"Segment the {res.structure}.", res.structure, True, res.note, similarity, closest)
+        elif res.structure is not None or similarity >= self.novelty_threshold:
+            reading = Reading(query, res.structure, True, res.note, similarity, closest)
+        else:
+            what = f'"{res.phrase}"' if res.phrase else "what the query asks for"
+            note = (
+                f"I do not know {what}: it is none of the {len(self.known_structures())} structures I was trained on "
+                f'(closest known query "{closest}", similarity {similarity:.2f}).'
+            )
+            reading = Reading(query, None, False, note, similarity, closest)
+        self._readings = {query: reading} if len(self._readings) > 64 else self._readings | {query: reading}
+        return reading
+
     def outcomes(self, image: np.ndarray, clicks: list[tuple[int, int, int]], candidates: list[Click]) -> list:
         """The masks (H x W bool) the tool returns for the clicks so far ((x, y, label) pixels,
         as the environment holds them) plus each candidate, from the same previous logits as the
@@ -453,23 +511,23 @@ class CompactPolicy(Policy):
         return out.mask, out.logits
 
     def act(self, obs: Observation, episode: Episode) -> str:
-        similarity, closest = self.novelty(obs.query)
-        if similarity < self.novelty_threshold:
-            return format_response(
-                f"The query does not name anything I was trained to find: its closest known query is "
-                f'"{closest}" (similarity {similarity:.2f}, below {self.novelty_threshold:.2f}). I place no click '
-                "rather than show a guess as an answer.",
-                "stop",
-                answer="Not found: the query names nothing this policy knows, so no mask is given (low confidence).",
-            )
-        belief = self.belief(obs.original, obs.query)
-        if belief.presence < self.presence_threshold:
-            return format_response(
-                f"I look for what the query asks for and judge it absent (confidence it is present: {belief.presence:.2f}).",
-                "stop",
-                answer="No, the target is not visible in this image.",
-            )
+        reading = self.read(obs.query)
+        belief = self.belief(obs.original, reading.query)
         peak = belief.peak()
+        lead = f"{reading.note} " if reading.note else ""
+        doubt = ""
+        if reading.known and belief.presence < self.presence_threshold:
+            if peak <= self.absent_peak:
+                return format_response(
+                    f"{lead}I look for what the query asks for and judge it absent: my presence check gives "
+                    f"{belief.presence:.2f} and no part of the image reaches more than {100 * peak:.0f}% belief.",
+                    "stop",
+                    answer="No, the target is not visible in this image.",
+                )
+            doubt = (
+                f"My presence check doubts the target is here ({belief.presence:.2f}), but part of the image reaches "
+                f"{100 * peak:.0f}% belief, so I segment it. "
+            )
         guess = best_guess(belief.logits, self.guess_floor)
         if guess is not None:
             belief = Belief(guess, belief.presence)
@@ -477,13 +535,18 @@ class CompactPolicy(Policy):
         H, W = target.shape
         if not target.any():
             return format_response(
-                f"The target may be present (confidence {belief.presence:.2f}), but the most likely place for it "
-                f"reaches only {100 * peak:.0f}% belief, too little to place a click on.",
+                f"{lead}The target may be present (confidence {belief.presence:.2f}), but the most likely place for "
+                f"it reaches only {100 * peak:.0f}% belief, too little to place a click on.",
                 "stop",
                 answer="I could not locate the target in this image.",
             )
         yes = "Yes, the target is segmented."
-        if guess is not None:
+        if not reading.known:
+            yes = (
+                "Low-confidence guess: this is not a structure I know, so the mask is only the region my belief "
+                f"ranks highest for the query (peak {100 * peak:.0f}%); check it, or click to correct it."
+            )
+        elif guess is not None or doubt:
             yes = f"Yes, but with low confidence: the mask is my best guess (peak belief {100 * peak:.0f}%)."
         area = 100 * target.mean()
         if guess is None:
@@ -493,6 +556,7 @@ class CompactPolicy(Policy):
                 f"No part of the image reaches 50% belief; my best guess is where the belief is highest (peak "
                 f"{100 * peak:.0f}%): about {area:.1f}% of the image, in the {where(target)} part."
             )
+        seen = lead + doubt + seen
         candidates = candidate_clicks(obs.mask, target, inside, outside, self.lookahead)
         outcomes = self.outcomes(obs.original, obs.clicks, candidates)
         d = decide(obs.mask, belief.probability(), candidates, outcomes, self.min_gain)

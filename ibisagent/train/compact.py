@@ -499,13 +499,16 @@ HELDOUT_OBJECTS = ("giraffe", "toaster", "sports car", "umbrella", "tennis ball"
 
 def evaluate_unknown_queries(policy_spec: str, samples, emb_files, per_image: int = 1, max_steps: int = 10) -> dict:
     """Out-of-domain queries on held-out images (objects not among the training negatives, and
-    nonsense strings): the share of episodes that stop without a click, i.e. answer "not
-    found" or "no" instead of showing a mask."""
+    nonsense strings): the share of episodes that stop without a click ("no_click"), and the share
+    never shown as a confident answer ("marked": no click, a "no", or a mask marked as a
+    low-confidence guess, as the compact policy gives for a structure it does not know)."""
     from ibisagent.data.queries import out_of_domain_queries
 
     rng = random.Random("heldout-ood")
     one_per_image = list({s.image: s for s in samples}.values())
-    n = no_click = 0
+    from ibisagent.eval.metrics import yes_no
+
+    n = no_click = marked = 0
     for _, _, ep in heldout_episodes(
         policy_spec,
         one_per_image,
@@ -517,4 +520,5 @@ def evaluate_unknown_queries(policy_spec: str, samples, emb_files, per_image: in
             continue
         n += 1
         no_click += not ep.clicks
-    return {"policy": policy_spec, "n": n, "no_click": no_click / max(n, 1)}
+        marked += not ep.clicks or yes_no(ep.answer) == "no" or "low-confidence guess" in (ep.answer or "").lower()
+    return {"policy": policy_spec, "n": n, "no_click": no_click / max(n, 1), "marked": marked / max(n, 1)}

@@ -201,7 +201,8 @@ def run_compact_training(
             res["unknown_queries"] = unknown
             console.print(
                 f"{name}: stops with 'no' on {absent['stop_no_accuracy']:.1%} of {absent['n']} absent targets; "
-                f"stops without a click on {unknown['no_click']:.1%} of {unknown['n']} out-of-domain queries"
+                f"marks {unknown['marked']:.1%} of {unknown['n']} out-of-domain queries as unknown (no mask or a "
+                f"low-confidence guess)"
             )
     if "sft+rl" in stages:
         # One split of ~200 targets: whether GRPO beat SFT is only as sure as this interval says.

@@ -196,9 +196,12 @@ def test_presence_head_is_fitted_balanced_and_known_queries_are_stored(trained):
     assert "Segment the liver." in net.known_texts
 
 
-def test_unknown_query_is_answered_not_found_without_a_click(trained, demo_samples, tool):
+def test_unknown_query_gets_a_marked_best_guess_not_a_silent_refusal(trained, demo_samples, tool):
+    """A query naming nothing the policy knows still gets a mask: clicked, and marked as a
+    low-confidence guess that says what it rests on (the closest known query, the belief peak)."""
     from ibisagent.env.env import IbisEnv
     from ibisagent.env.runner import run_episode
+    from ibisagent.eval.metrics import yes_no
     from ibisagent.policies import make_policy
 
     weights, _ = trained
@@ -208,8 +211,46 @@ def test_unknown_query_is_answered_not_found_without_a_click(trained, demo_sampl
     assert similarity > 0.99
     for query in ("Where is the giraffe?", "xqzv plmok"):
         ep = run_episode(IbisEnv(tool, max_steps=3), policy, image, query)
-        assert not ep.clicks and ep.stop_reason == "stop", ep.steps[0].response
-        assert ep.answer.startswith("Not found") and "similarity" in ep.steps[0].response
+        assert ep.clicks and ep.final_mask.any(), ep.steps[0].response
+        assert "I do not know" in ep.steps[0].response and "similarity" in ep.steps[0].response
+        if ep.stop_reason == "stop":
+            assert ep.answer.startswith("Low-confidence guess") and yes_no(ep.answer) is None
+
+
+def test_misspelt_plural_and_synonym_queries_are_read_as_the_known_structure(trained):
+    from ibisagent.policies import make_policy
+
+    weights, _ = trained
+    policy = make_policy(f"compact:{weights}")
+    assert "liver" in policy.known_structures()
+    for query in ("Segment the livr.", "Segment the hepatic parenchyma.", "Please outline the livers in this CT."):
+        reading = policy.read(query)
+        assert reading.known and reading.structure == "liver", (query, reading)
+    assert policy.read("Segment the livr.").query == "Segment the liver."  # the belief net gets the known name
+    assert "spelling" in policy.read("Segment the livr.").note
+    assert not policy.read("Segment the giraffe.").known
+
+
+def test_absence_needs_evidence_from_presence_and_belief(trained, demo_samples, tool):
+    """Presence low and no sure region: "no" with both figures; presence low but a sure region:
+    a mask, answered with low confidence."""
+    from ibisagent.env.env import IbisEnv
+    from ibisagent.env.runner import run_episode
+    from ibisagent.eval.metrics import iou, yes_no
+    from ibisagent.policies import make_policy
+    from ibisagent.policies.compact import Belief
+
+    weights, _ = trained
+    image, gt = demo_samples[0].load()
+    policy = make_policy(f"compact:{weights}")
+    policy.belief = lambda image, query: Belief(np.where(gt, -4.0, -6.0).astype(np.float32), 0.1)
+    ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the liver.")
+    assert not ep.clicks and yes_no(ep.answer) == "no"
+    assert "0.10" in ep.steps[0].response and "2% belief" in ep.steps[0].response
+    policy.belief = lambda image, query: Belief(np.where(gt, 8.0, -8.0).astype(np.float32), 0.1)
+    ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the liver.")
+    assert ep.clicks and iou(ep.final_mask, gt) > 0.5
+    assert "presence check doubts" in ep.steps[0].response and ep.answer.startswith("Yes, but with low confidence")
 
 
 def test_decide_takes_the_candidate_whose_mask_agrees_best_with_the_belief():
@@ -297,7 +338,7 @@ def test_heldout_unknown_query_evaluation_counts_one_episode_per_image_and_query
     samples = demo_samples[:3]
     out = evaluate_unknown_queries(f"compact:{weights}", samples, emb_files, per_image=2, max_steps=3)
     assert out["n"] == 2 * len({s.image for s in samples})
-    assert out["no_click"] == 1.0  # every query is unknown to the stored training queries
+    assert out["marked"] == 1.0  # every query is unknown to the stored training queries: a marked guess
 
 
 def test_query_embedding_reuses_known_texts():
@@ -664,8 +705,8 @@ def test_best_guess_lifts_a_faint_peak_and_leaves_sure_or_empty_maps_alone():
 
 def test_faint_belief_gives_a_clicked_best_guess_stated_as_low_confidence(trained, demo_samples, tool):
     """A present target whose belief peaks at 27% (logit -1) inside the reference: the policy
-    clicks there and says its mask is a low-confidence best guess; below the floor it stops
-    without a click and says it could not locate the target."""
+    clicks there and says its mask is a low-confidence best guess; below a floor set on purpose
+    (the default, -30, always guesses) it stops without a click and says it could not locate it."""
     from ibisagent.env.env import IbisEnv
     from ibisagent.env.runner import run_episode
     from ibisagent.eval.metrics import iou
@@ -682,6 +723,9 @@ def test_faint_belief_gives_a_clicked_best_guess_stated_as_low_confidence(traine
     assert ep.answer.startswith("Yes, but with low confidence")
 
     policy.belief = lambda image, query: Belief(np.where(gt, -4.0, -6.0).astype(np.float32), 0.9)
+    ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the target.")
+    assert ep.clicks and "best guess" in ep.steps[0].response  # the default floor: a guess even at 2%
+    policy.guess_floor = -3.0
     ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the target.")
     assert not ep.clicks and "reaches only 2% belief" in ep.steps[0].response
     assert ep.answer == "I could not locate the target in this image."
