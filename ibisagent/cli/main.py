@@ -15,7 +15,8 @@ from ibisagent.cli import synth as synth_cli
 app = typer.Typer(
     help="ibisagent: segment biomedical objects from a text query by reasoning and clicking.",
     epilog="Environment: IBISAGENT_DEBUG=1 shows tracebacks; IBISAGENT_ENCODER_PRECISION=bf16 runs the image "
-    "encoder in bfloat16 on CPUs that compute it natively (about 1.7x faster, a little less accurate; default f32).",
+    "encoder in bfloat16 on CPUs that compute it natively (about 1.7x faster, a little less accurate; default f32); "
+    "IBISAGENT_NATIVE_BF16=0 treats the CPU as one without native bfloat16.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

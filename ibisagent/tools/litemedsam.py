@@ -277,6 +277,7 @@ class LiteMedSAMTool(SegmentationTool):
     def _check_precision(self) -> None:
         """Refuse $IBISAGENT_ENCODER_PRECISION=bf16 where the encoder would not compute in bf16, so
         that features cached under a bf16 name (`train.embedding_cache.cache_path`) are bf16."""
+        from ibisagent import hardware
         from ibisagent.tools import onnx_encoder
 
         if onnx_encoder.encoder_precision() != "bf16":
@@ -286,7 +287,7 @@ class LiteMedSAMTool(SegmentationTool):
             runtime = "torch" if enc is None else enc.runtime
             why = f"this tool runs its encoder on {runtime}; bf16 needs OpenVINO (backend auto or openvino, fast extra)"
         elif enc.precision != "bf16":
-            why = "this CPU does not compute bfloat16 natively (AVX512-BF16 or AMX), so OpenVINO runs f32"
+            why = f"this CPU does not compute bfloat16 natively (AVX512-BF16 or AMX; {hardware.describe()})"
         else:
             return
         raise IbisInputError(onnx_encoder.PRECISION_ENV, f"bf16 asked, but {why}; unset it or set it to f32")

@@ -126,11 +126,14 @@ class OnnxEncoder:
 
     @property
     def precision(self) -> str:
-        """The precision the encoder really computes in: "bf16" only where OpenVINO compiled it so
-        (asked by `encoder_precision` on a CPU with native bfloat16), else "f32"."""
+        """The precision the encoder computes in: "bf16" only on OpenVINO asked for bf16 on a CPU
+        with native bfloat16 (`hardware.native_bf16`; OpenVINO's compiled hint echoes the request
+        even where it falls back to f32, so it cannot tell), else "f32"."""
+        from ibisagent.hardware import native_bf16
+
         if self.runtime != "openvino":
             return "f32"
-        return self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16" or "f32"
+        return "bf16" if encoder_precision() == "bf16" and native_bf16() else "f32"
 
     def __call__(self, x):
         import torch

@@ -64,12 +64,9 @@ def use_bf16(precision: str) -> bool:
         raise IbisInputError("precision", f"expected auto, fp32 or bf16, got {precision!r}")
     if precision != "auto":
         return precision == "bf16"
-    import torch
+    from ibisagent.hardware import native_bf16
 
-    try:
-        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:  # a torch without these probes: stay on fp32
-        return False
+    return native_bf16()
 
 
 def lr_scale(step: int, frac: float) -> float:

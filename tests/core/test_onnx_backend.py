@@ -104,9 +104,9 @@ def test_bf16_openvino_encoder_stays_near_fp32(demo_samples, tmp_path, monkeypat
     image, _ = demo_samples[1].load()
     a = LiteMedSAMTool(backend="openvino").embed(image).features
     monkeypatch.setenv(onnx_encoder.PRECISION_ENV, "bf16")
-    from ibisagent.train.compact import use_bf16
+    from ibisagent.hardware import native_bf16
 
-    if not use_bf16("auto"):  # no native bfloat16: the tool refuses rather than run fp32 under a bf16 name
+    if not native_bf16():  # no native bfloat16: the tool refuses rather than run fp32 under a bf16 name
         with pytest.raises(IbisInputError, match="does not compute bfloat16"):
             LiteMedSAMTool(backend="openvino")
         return

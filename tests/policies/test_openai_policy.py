@@ -98,7 +98,7 @@ def test_unreachable_and_slow_servers_give_clear_errors():
         t0 = time.perf_counter()
         with pytest.raises(PolicyServerError, match=r"no answer within 0.2 s \(after 2 tries\)"):
             pol.act(obs, ep)
-        assert time.perf_counter() - t0 < 1.0
+        assert time.perf_counter() - t0 < 1.5  # without the timeout: 2 tries x 1 s delay
 
 
 def test_concurrency_limit():
