@@ -44,6 +44,15 @@ def to_pixels(points: list[tuple[float, float]], width: int, height: int, coords
     return out
 
 
+def output_paths(image_path: Path, out: Path | None, overlay: Path | None) -> tuple[Path, Path]:
+    """Mask and overlay paths: runs/click/NAME_mask.png and NAME_overlay.png by default; the
+    overlay goes beside --out when only --out is given (never into the input's folder unasked)."""
+    stem = image_path.stem
+    out = out or Path("runs") / "click" / f"{stem}_mask.png"
+    overlay = overlay or out.with_name(f"{out.stem.removesuffix('_mask')}_overlay.png")
+    return out, overlay
+
+
 @app.command()
 def click(
     image: Annotated[Path, typer.Argument(help="Image file (PNG/JPG/TIFF/BMP, 8/16-bit, grey/RGB/RGBA)")],
@@ -51,14 +60,18 @@ def click(
     neg: Annotated[list[str] | None, typer.Option("--neg", help="Negative click X,Y (repeatable)")] = None,
     mask: Annotated[Path | None, typer.Option(help="Previous mask PNG to refine (used as the spatial prior)")] = None,
     coords: Annotated[str, typer.Option(help="auto (all values in [0,1] = normalised), norm, or px")] = "auto",
-    out: Annotated[Path | None, typer.Option(help="Mask PNG to write (default IMAGE_mask.png)")] = None,
-    overlay: Annotated[Path | None, typer.Option(help="Overlay PNG to write (default IMAGE_overlay.png)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Mask PNG to write (default runs/click/NAME_mask.png)")] = None,
+    overlay: Annotated[
+        Path | None, typer.Option(help="Overlay PNG to write (default: beside the mask, NAME_overlay.png)")
+    ] = None,
     tool: ToolOpt = "litemedsam",
     strategy: StrategyOpt = "points+prior",
 ) -> None:
     """Turn clicks into a mask with the segmentation tool.
 
     Example: ibisagent click scan.png --pos 0.52,0.40 --pos 0.55,0.48 --neg 0.70,0.40
+
+    Nothing is written into the image's folder unless --out / --overlay say so.
     """
     run_guarded(_click, image, pos or [], neg or [], mask, coords, out, overlay, tool, strategy)
 
@@ -87,9 +100,7 @@ def _click(image_path, pos, neg, mask_path, coords, out, overlay, tool, strategy
         new_mask, score = result.mask, result.score
     else:
         new_mask, score = prior_mask, float("nan")
-    stem = image_path.with_suffix("")
-    out = out or Path(f"{stem}_mask.png")
-    overlay = overlay or Path(f"{stem}_overlay.png")
+    out, overlay = output_paths(image_path, out, overlay)
     save_mask_png(out, new_mask)
     save_png(
         overlay, render_overlay(img, new_mask, clicks=[(x, y, lab) for (x, y), lab in zip(px, labels)], contour=True)

@@ -52,6 +52,9 @@ def run_guarded(fn, *args, **kwargs):
     except Exception as exc:
         if os.environ.get("IBISAGENT_DEBUG"):
             raise
+        if isinstance(exc, OSError) and exc.filename:
+            # a file-system error (no space, no permission, a file where a folder should be): path and why
+            fail(f"{exc.filename}: {exc.strerror or exc.__class__.__name__}")
         fail(f"{exc.__class__.__name__}: {exc} (set IBISAGENT_DEBUG=1 for the traceback)", 1)
 
 
@@ -60,6 +63,19 @@ def make_tool_from_opts(tool: str, strategy: str):
 
     kwargs = {"strategy": strategy} if tool.startswith("litemedsam") else {}
     return make_tool(tool, **kwargs)
+
+
+def narrow_table(title: str | None = None, columns: tuple[str, ...] = (), left: int = 1):
+    """A rich Table that fits an 80-column terminal: no side borders, one space between columns;
+    the first `left` columns are left-aligned, the rest (figures) right-aligned. Longer cells fold
+    onto the next line instead of being cut."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False, collapse_padding=True)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i < left else "right", overflow="fold")
+    return table
 
 
 def stderr_is_tty() -> bool:

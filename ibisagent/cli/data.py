@@ -75,7 +75,7 @@ def inspect(
     """Count samples per modality and target, report what was skipped and why, and write a
     contact sheet of samples with their masks drawn.
 
-    Example: ibisagent data inspect ../shared/data --sheet sheet.png
+    Example: ibisagent data inspect ibisagent/assets/demo --sheet runs/sheet.png
     """
     run_guarded(
         _inspect, path, sheet, n, check, json_out, labels, names, axis, window, negatives, step, modality, series
@@ -156,7 +156,7 @@ def queries(
 ) -> None:
     """Write seeded queries (referring, reasoning, refinement, closed yes/no incl. absent targets).
 
-    Example: ibisagent data queries ../shared/data/biomedparse_demo --out q.jsonl --seed 1
+    Example: ibisagent data queries ibisagent/assets/demo --out runs/q.jsonl --seed 1
     """
     run_guarded(
         _queries,
@@ -250,7 +250,7 @@ def export(
     """Export to a Hugging Face `datasets` DatasetDict (train/test split by image; images and
     masks as Image features).
 
-    Example: ibisagent data export ../shared/data/biomedparse_demo --out runs/bp_hf --kinds referring,closed
+    Example: ibisagent data export ibisagent/assets/demo --out runs/demo_hf --kinds referring,closed
     """
     run_guarded(
         _export,

@@ -16,7 +16,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-DEFAULT_POLICIES = ["oracle:0.9", "box", "centre", "random"]
+# The shipped agent first, then the click simulator (an upper reference) and the text-free baselines
+DEFAULT_POLICIES = ["compact", "oracle:0.9", "box", "centre", "random"]
 
 
 @app.command("run")
@@ -28,7 +29,8 @@ def run_cmd(
         list[str] | None,
         typer.Option(
             "--policy",
-            help="Policy spec (repeatable): oracle[:IOU], box, centre, salient, random[:K], and learned policies. "
+            help="Policy spec (repeatable): compact (the shipped agent), oracle[:IOU], box, centre, salient, "
+            "random[:K], hf:PATH, openai:URL. "
             f"Default: {' '.join(DEFAULT_POLICIES)}",
         ),
     ] = None,
@@ -68,7 +70,7 @@ def run_cmd(
 ) -> None:
     """Run every policy on every sample; resumable (rerun the same command to continue).
 
-    Example: ibisagent eval run --data ../shared/data --policy oracle:0.9 --policy box --workers 2 --out runs/eval
+    Example: ibisagent eval run --data ibisagent/assets/demo --workers 2 --out runs/eval
     """
     run_guarded(
         _run, data, policy or DEFAULT_POLICIES, out, tool, strategy, max_steps, seed, workers, threads, limit, fresh,
@@ -127,6 +129,7 @@ def _run(
 
         summary = write_report(run)
         typer.echo(f"report: {out / 'report.html'} and {out / 'report.md'}")
+        _plots_note()
     else:
         from ibisagent.eval.summary import summarize_run
 
@@ -136,8 +139,8 @@ def _run(
 
 def print_summary(summary: dict, run) -> None:
     from rich.console import Console
-    from rich.table import Table
 
+    from ibisagent.cli.common import narrow_table
     from ibisagent.eval.report import f
     from ibisagent.eval.summary import completeness_note
 
@@ -145,9 +148,8 @@ def print_summary(summary: dict, run) -> None:
     note = completeness_note(run)
     if note:
         console.print(f"[bold yellow]{note}")
-    table = Table(title=f"{run.path}: {summary['episodes']} episodes, {summary['errors']} failed")
-    for col in ("policy", "n", "IoU [95% CI]", "Dice", "steps", "NoC@85", "NoC@90", "s/episode"):
-        table.add_column(col, justify="left" if col == "policy" else "right")
+    title = f"{run.path}: {summary['episodes']} episodes, {summary['errors']} failed"
+    table = narrow_table(title, ("policy", "n", "IoU [95% CI]", "Dice", "steps", "NoC@85", "NoC@90", "s/ep"))
     for p, s in summary["policies"].items():
         lo, hi = s["iou_ci"]
         table.add_row(
@@ -167,8 +169,10 @@ def print_summary(summary: dict, run) -> None:
 def report_cmd(
     run: Annotated[Path, typer.Argument(help="A run folder written by `ibisagent eval run`")],
     out: Annotated[Path | None, typer.Option(help="Where to write the report (default: the run folder)")] = None,
-    gallery_policy: Annotated[str | None, typer.Option(help="Policy shown in the gallery (default: the first)")] = None,
-    gallery_n: Annotated[int, typer.Option(min=0, max=50, help="Best and worst episodes shown")] = 4,
+    gallery_policy: Annotated[
+        str | None, typer.Option(help="Only this policy in the gallery (default: every policy)")
+    ] = None,
+    gallery_n: Annotated[int, typer.Option(min=0, max=50, help="Best and worst episodes shown per policy")] = 3,
 ) -> None:
     """Write report.md and a self-contained report.html (tables, plots, gallery) for a run.
 
@@ -185,7 +189,15 @@ def _report(run_path, out, gallery_policy, gallery_n):
     summary = write_report(run, out, gallery_policy, gallery_n)
     dest = out or run.path
     typer.echo(f"report: {dest / 'report.html'} and {dest / 'report.md'}")
+    _plots_note()
     print_summary(summary, run)
+
+
+def _plots_note() -> None:
+    from ibisagent.eval.plots import have_matplotlib
+
+    if not have_matplotlib():
+        typer.echo("plots: skipped, matplotlib is not installed (pip install 'ibisagent[eval]')")
 
 
 @app.command("compare")
@@ -207,8 +219,8 @@ def compare_cmd(
 
 def _compare(run_a, run_b, policy_a, policy_b, metric, n_boot, json_out):
     from rich.console import Console
-    from rich.table import Table
 
+    from ibisagent.cli.common import narrow_table
     from ibisagent.eval.compare import compare_runs
     from ibisagent.eval.report import f, json_safe
     from ibisagent.eval.results import load_run
@@ -222,9 +234,8 @@ def _compare(run_a, run_b, policy_a, policy_b, metric, n_boot, json_out):
         note = completeness_note(run)
         if note:
             console.print(f"[bold yellow]{name}: {note}")
-    table = Table(title=f"B - A   (A = {a.path}, B = {b.path}); 95% bootstrap interval, {n_boot} resamples")
-    for col in ("policy A", "policy B", "metric", "n", "A", "B", "B - A", "95% CI", "better"):
-        table.add_column(col, justify="left" if col in ("policy A", "policy B", "metric", "better") else "right")
+    title = f"B - A   (A = {a.path}, B = {b.path}); 95% bootstrap interval, {n_boot} resamples"
+    table = narrow_table(title, ("policy A", "policy B", "metric", "n", "A", "B", "B - A", "95% CI", "better"), left=3)
     for r in rows:
         table.add_row(
             r["policy_a"],

@@ -29,7 +29,13 @@ app = typer.Typer()
 
 @app.command()
 def segment(
-    image: Annotated[Path, typer.Argument(help="Image file (PNG/JPG/TIFF/BMP, 8/16-bit, grey/RGB/RGBA)")],
+    image: Annotated[
+        Path,
+        typer.Argument(
+            help="Image file (PNG/JPG/TIFF/BMP, 8/16-bit, grey/RGB/RGBA), a DICOM file, a DICOM series folder "
+            "or a NIfTI volume (.nii, .nii.gz)"
+        ),
+    ],
     query: Annotated[str, typer.Option("--query", "-q", help="What to segment, e.g. 'Segment the liver'")],
     policy: Annotated[
         str | None,
@@ -39,7 +45,7 @@ def segment(
     ] = None,
     reference: Annotated[Path | None, typer.Option(help="Reference mask: IoU per step (and the oracle policy)")] = None,
     init_mask: Annotated[Path | None, typer.Option(help="A given mask to refine (refinement task)")] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder (default IMAGE_segment/)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/segment/NAME/)")] = None,
     max_steps: MaxStepsOpt = 20,
     history: Annotated[bool, typer.Option(help="VLM sees the whole chat (released: off)")] = False,
     sample: Annotated[bool, typer.Option(help="VLM samples instead of greedy decoding (released: greedy)")] = False,
@@ -65,14 +71,16 @@ def segment(
     """Let a policy segment QUERY in IMAGE by reasoning and clicking.
 
     Examples:
-      ibisagent segment scan.png -q "Segment the liver" --policy hf:models/qwen2_5vl-7b-RL
+      ibisagent segment ibisagent/assets/demo/images/08_MRI_heart.png -q "Segment the left heart ventricle."
+      ibisagent segment scan.png -q "Segment the liver" --reference liver.png     (oracle clicks)
       ibisagent segment scan.png -q "Segment the liver" --policy openai:http://localhost:8000/v1
-      ibisagent segment scan.png -q "Segment the liver" --reference liver.png
-      ibisagent segment ct.nii.gz -q "Segment the liver" --policy openai:URL --slices 40:60 --window liver
+      ibisagent segment ct.nii.gz -q "Segment the liver" --slices 40:60 --window liver
+      ibisagent segment dicom_series/ -q "Segment the liver"
 
-    A NIfTI volume or a DICOM series folder is segmented slice by slice along --axis; the mask is
-    written as OUT/mask.nii.gz with the input's affine and header (opens over the original in
-    3D Slicer or ITK-SNAP).
+    Outputs go to runs/segment/NAME/ unless --out is given (never next to the input).
+    A NIfTI volume, a DICOM file or a DICOM series folder is segmented slice by slice along --axis
+    with the same default policy; the mask is written as OUT/mask.nii.gz with the input's geometry
+    (opens over the original in 3D Slicer or ITK-SNAP).
     """
     opts = dict(
         history=history,
@@ -87,9 +95,9 @@ def segment(
         retries=retries,
         clicks=clicks,
     )
-    from ibisagent.data.volume_io import is_volume_path
+    from ibisagent.data.volume_io import is_scan_path
 
-    if is_volume_path(image):
+    if is_scan_path(image):
         vol = dict(axis=axis, slices=slices, window=window)
         run_guarded(
             _segment_volume, image, query, policy, reference, init_mask, out, max_steps, opts, tool, strategy, vol
@@ -109,15 +117,14 @@ def _segment_volume(volume_path, query, spec, reference, init_path, out, max_ste
         raise IbisInputError("--query", "the query is empty")
     if reference is not None or init_path is not None:
         raise IbisInputError(volume_path, "--reference and --init-mask are for 2D images; for volumes give a policy")
-    if spec is None:
-        raise IbisInputError("--policy", "choose a policy for the volume (hf:PATH, openai:URL, human, centre, ...)")
+    spec = spec or "compact"
     policy = make_policy(spec, **policy_kwargs(spec, opts))
     if policy.needs_reference:
         raise IbisInputError(spec, "this policy reads a reference mask, which volumes do not take")
     env = IbisEnv(make_tool_from_opts(tool, strategy), max_steps=max_steps)
-    name = volume_path.name.removesuffix(".gz").removesuffix(".nii")
-    out = out or volume_path.parent / f"{name}_segment"
+    out = out or default_out(volume_path)
     out.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"{volume_path.name}: {query!r} with {spec}, slice by slice along {vol['axis']}")
 
     def segment_slice(image):
         return run_episode(env, policy, image, query).final_mask
@@ -127,6 +134,14 @@ def _segment_volume(volume_path, query, spec, reference, init_path, out, max_ste
 
     res = segment_volume(volume_path, segment_slice, out / "mask.nii.gz", on_slice=progress, **vol)
     typer.echo(f"mask: {res.path} ({len(res.slices)} slices, {res.voxels} voxels, {res.seconds:.1f} s)")
+
+
+def default_out(path: Path) -> Path:
+    """runs/segment/NAME: outputs never go into the input's folder unless --out says so."""
+    name = path.resolve().name
+    for suffix in (".gz", ".nii", ".dcm", ".dicom"):
+        name = name.removesuffix(suffix)
+    return Path("runs") / "segment" / (Path(name).stem if path.is_file() else name)
 
 
 def policy_kwargs(spec: str, opts: dict, ask=None) -> dict:
@@ -174,7 +189,7 @@ def _segment(image_path, query, spec, reference, init_path, out, max_steps, opts
     ref = read_mask(reference, shape=shape) if reference else None
     init = read_mask(init_path, shape=shape) if init_path else None
     spec = spec or ("oracle" if ref is not None else "compact")
-    out = out or Path(f"{image_path.with_suffix('')}_segment")
+    out = out or default_out(image_path)
     out.mkdir(parents=True, exist_ok=True)
     writer = StepWriter(out, img)
     policy = make_policy(spec, **policy_kwargs(spec, opts, ask=writer.ask))

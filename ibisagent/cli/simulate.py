@@ -30,13 +30,13 @@ def simulate(
     ] = True,
     resume: Annotated[bool, typer.Option(help="Skip pairs already in OUT/results.jsonl")] = True,
 ) -> None:
-    """Run the reference click simulator (spec section 4) against the segmentation tool.
+    """Run the reference click simulator (the paper's oracle clicks) against the segmentation tool.
 
     Each pair gets an episode of up to MAX_CLICKS oracle clicks (positive in the largest missed
-    region, negative in the largest extra region). Prints mean IoU after 1/3/5/10/20 clicks and
-    NoC@80/85/90 overall and per modality.
+    region, negative in the largest extra region). Prints mean IoU after 1/3/5/10/20 clicks (those
+    up to MAX_CLICKS) and NoC@80/85/90 overall and per modality.
 
-    Example: ibisagent simulate data/demo/pairs.csv --max-clicks 10 --out runs/demo
+    Example: ibisagent simulate ibisagent/assets/demo --max-clicks 10 --out runs/sim
     """
     run_guarded(_simulate, pairs, max_clicks, out, summary_json, tool, strategy, limit, overlays, resume)
 
@@ -79,7 +79,7 @@ def _simulate(pairs, max_clicks, out, summary_json, tool, strategy, limit, overl
                 bar.advance(task)
     finally:
         writer.close()
-    summary = summarize_rows(rows, max_clicks)
+    summary = measured_only(summarize_rows(rows, max_clicks), max_clicks)
     summary.update(tool=seg_tool.name, max_clicks=max_clicks, pairs=str(pairs))
     blob = json.dumps(summary, indent=1).encode()
     atomic_write_bytes(out / "summary.json", blob)
@@ -88,17 +88,19 @@ def _simulate(pairs, max_clicks, out, summary_json, tool, strategy, limit, overl
     print_summary(summary, console=Console())
 
 
+def measured_only(summary: dict, max_clicks: int) -> dict:
+    """Drop IoU@k for k past MAX_CLICKS (an episode of 10 clicks has no IoU@20 to report)."""
+    for s in (summary, *summary.get("per_modality", {}).values()):
+        s["mean_iou_at"] = {k: v for k, v in s.get("mean_iou_at", {}).items() if int(k) <= max_clicks}
+    return summary
+
+
 def print_summary(summary: dict, console) -> None:
-    from rich.table import Table
+    from ibisagent.cli.common import narrow_table
 
     ks = list(summary["mean_iou_at"])
-    table = Table(title=f"{summary.get('tool', '')}: oracle clicks, {summary['n']} pairs ({summary['errors']} skipped)")
-    table.add_column("modality")
-    table.add_column("n", justify="right")
-    for k in ks:
-        table.add_column(f"IoU@{k}", justify="right")
-    for t in ("80", "85", "90"):
-        table.add_column(f"NoC@{t}", justify="right")
+    title = f"{summary.get('tool', '')}: oracle clicks, {summary['n']} pairs ({summary['errors']} skipped)"
+    table = narrow_table(title, ("modality", "n", *[f"IoU@{k}" for k in ks], "NoC@80", "NoC@85", "NoC@90"))
 
     def add(name, s):
         table.add_row(

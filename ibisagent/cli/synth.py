@@ -16,9 +16,7 @@ app = typer.Typer()
 
 @app.command()
 def synth(
-    dataset: Annotated[
-        str, typer.Argument(help="A dataset: pairs.csv, its folder, a tree of them (../shared/data), ...")
-    ],
+    dataset: Annotated[str, typer.Argument(help="A dataset: pairs.csv, its folder, or a tree of them, ...")],
     out: Annotated[Path, typer.Option(help="Output folder (resumable)")] = Path("runs/synth"),
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (or Ray actors)")] = 1,
     backend: Annotated[
@@ -59,7 +57,8 @@ def synth(
     tool: ToolOpt = "litemedsam",
     strategy: StrategyOpt = "points+prior",
 ) -> None:
-    """Synthesize click trajectories with grounded reasoning (spec section 4).
+    """Synthesize click trajectories with grounded reasoning (the paper's cold-start data;
+    protocol extensions in docs/protocol.md).
 
     Every sample gets an oracle-click trajectory through the real environment and tool; some get
     refinement, self-correction and discard trajectories; absent targets give "no" answers;
@@ -67,7 +66,7 @@ def synth(
     OUT/export/chat (datasets), OUT/sharegpt.json (+ dataset_info.json, LLaMA-Factory),
     OUT/export/rl.parquet. Interrupted runs resume from their finished shards.
 
-    Example: ibisagent synth ../shared/data --out runs/synth --workers 2 [--backend ray]
+    Example: ibisagent synth ibisagent/assets/demo --out runs/synth --workers 2 [--backend ray]
     """
     run_guarded(_synth, **locals())
 

@@ -64,7 +64,7 @@ def train_tool(
     held-out IoU after 1/3/5/10 clicks, NoC@80/85/90 and GT-box IoU before and after, and writes
     OUT/report.json and OUT/MODEL_CARD.md.
 
-    Example: ibisagent train tool ../shared/data --minutes 40 --install
+    Example: ibisagent train tool DATA --minutes 40 --install   (DATA: pairs.csv folders, see README)
     """
     run_guarded(_train_tool, data, out, minutes, cache_dir, heldout, eval_clicks, install, seed, threads)
 
@@ -76,6 +76,22 @@ def _train_tool(data, out, minutes, cache_dir, heldout, eval_clicks, install, se
 
     torch.set_num_threads(threads)
     run_tool_training(data, out, minutes, cache_dir, heldout, eval_clicks, install, seed, threads)
+
+
+TINY_MODELS = {"tiny-qwen25vl": "qwen2_5_vl", "tiny-qwen3vl": "qwen3_vl"}
+
+
+def ensure_tiny_model(model: str) -> None:
+    """The tiny configs' model (a folder named tiny-qwen25vl or tiny-qwen3vl) is a random test
+    VLM of a few hundred kB: built here on first use (`ibisagent.policies.tiny_vlm`)."""
+    path = Path(model)
+    family = TINY_MODELS.get(path.name)
+    if family is None or (path / "config.json").exists():
+        return
+    from ibisagent.policies.tiny_vlm import save_tiny_vlm
+
+    typer.echo(f"building the tiny test VLM {path} ({family}, random weights, for smoke runs)")
+    save_tiny_vlm(path, family)
 
 
 @app.command("sft")
@@ -103,6 +119,7 @@ def _train_sft(config, output_dir, max_steps, resume, merge_only):
 
     run = SFTRun.from_yaml(config, output_dir=str(output_dir) if output_dir else None, max_steps=max_steps)
     run.resume = resume
+    ensure_tiny_model(run.model)
     out = Path(run.output_dir)
     if merge_only:
         if not (out / "adapter" / "adapter_config.json").exists():
@@ -179,7 +196,7 @@ def train_compact_cmd(
     embedding cache, where SFT gets its whole 36 min): GRPO trains on the 10% of the training images that SFT
     does not see (--rl-split). The report's "timings" say where the minutes went.
 
-    Example: ibisagent train compact ../shared/data --minutes 36 --rl-minutes 10 --install
+    Example: ibisagent train compact DATA --install   (DATA: pairs.csv folders, see README)
     """
     run_guarded(
         _train_compact,
@@ -219,7 +236,7 @@ def train_rl_cmd(
     """GRPO of a Qwen2.5-VL / Qwen3-VL agent through the environment (transformers + peft).
 
     Defaults are the reference recipe: G=4 rollouts per query, no KL, clip 0.2, lr 1e-6, at
-    most 20 actions, reward = mean of the five spec terms. mode: step (one action from
+    most 20 actions, reward = mean of the paper's five terms. mode: step (one action from
     expert-prefix states of `ibisagent synth`'s RL Parquet, as released) or episode (whole
     episodes, the paper's objective). Metrics: OUTPUT_DIR/metrics.jsonl (+ TensorBoard in
     OUTPUT_DIR/tb when installed); checkpoints OUTPUT_DIR/checkpoint-N; adapter OUTPUT_DIR/adapter.
@@ -238,6 +255,7 @@ def _train_rl(config, output_dir, max_steps, resume):
 
     run = RLRun.from_yaml(config, output_dir=str(output_dir) if output_dir else None, max_steps=max_steps)
     run.resume = resume
+    ensure_tiny_model(run.model)
     console = Console(stderr=True)
     with console.status("loading the model, the tool and the data"):
         trainer = GRPO(run)

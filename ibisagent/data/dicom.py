@@ -1,4 +1,5 @@
-"""A DICOM series folder -> `Volume` (pydicom), with the checks a series needs.
+"""A DICOM series folder (or one DICOM file, a series of one slice) -> `Volume` (pydicom), with
+the checks a series needs.
 
 Slices are ordered by their position along the slice normal (ImagePositionPatient projected on
 row x column cosines), not by file name or InstanceNumber. The voxel grid is (column, row,
@@ -28,11 +29,28 @@ def _pydicom():
     return pydicom
 
 
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether `path` is a file that starts like DICOM (the "DICM" preamble, or a .dcm name)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
 def read_series_headers(folder: Path) -> dict[str, list]:
-    """SeriesInstanceUID -> datasets (pixel data not decoded yet) of the DICOM files in `folder`."""
+    """SeriesInstanceUID -> datasets (pixel data not decoded yet) of the DICOM files in `folder`
+    (or of the one file `folder`)."""
     pydicom = _pydicom()
     series: dict[str, list] = defaultdict(list)
-    for f in sorted(p for p in folder.iterdir() if p.is_file()):
+    files = [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.is_file())
+    for f in files:
         try:
             ds = pydicom.dcmread(str(f))
         except Exception:  # not DICOM (a README, a DICOMDIR without pixels...): not part of a series
@@ -55,11 +73,12 @@ def load_dicom_series(folder: str | Path, series_uid: str | None = None, max_byt
     from nibabel.orientations import apply_orientation, io_orientation
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise IbisInputError(folder, "not a folder (a DICOM series is a folder of .dcm files)")
+    if not folder.is_dir() and not folder.is_file():
+        raise IbisInputError(folder, "no such file or folder (a DICOM series is a folder of .dcm files)")
     series = read_series_headers(folder)
     if not series:
-        raise IbisInputError(folder, "no DICOM image files in this folder")
+        what = "not a DICOM image file" if folder.is_file() else "no DICOM image files in this folder"
+        raise IbisInputError(folder, what)
     if series_uid is None and len(series) > 1:
         listing = ", ".join(f"{uid} ({len(v)} files)" for uid, v in series.items())
         raise IbisInputError(folder, f"{len(series)} series mixed in one folder: {listing}; pick one with --series UID")

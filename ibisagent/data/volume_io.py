@@ -90,6 +90,14 @@ def is_volume_path(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def is_scan_path(path: str | Path) -> bool:
+    """A NIfTI file, a DICOM file or a folder (a DICOM series): what `load_volume` reads."""
+    from ibisagent.data.dicom import is_dicom_file
+
+    path = Path(path)
+    return is_volume_path(path) or path.is_dir() or is_dicom_file(path)
+
+
 @dataclass
 class Volume:
     """A 3D scan. `data`: canonical RAS-ordered view (X, Y, Z) of the stored voxels, unscaled;
@@ -212,7 +220,7 @@ def load_volume(
     series_uid: str | None = None,
     max_bytes: int | None = MAX_VOLUME_BYTES,
 ) -> Volume:
-    """A NIfTI file, a DICOM series folder, or a nibabel image object -> Volume."""
+    """A NIfTI file, a DICOM series folder, one DICOM file, or a nibabel image object -> Volume."""
     nib = _nib()
     if hasattr(path, "dataobj") and hasattr(path, "affine"):
         return from_spatial_image(path, "volume", modality, allow_no_affine)
@@ -223,8 +231,14 @@ def load_volume(
         return load_dicom_series(path, series_uid=series_uid, max_bytes=max_bytes)
     if not path.exists():
         raise IbisInputError(path, "no such file")
+    from ibisagent.data.dicom import is_dicom_file
+
+    if is_dicom_file(path):
+        from ibisagent.data.dicom import load_dicom_series
+
+        return load_dicom_series(path, series_uid=series_uid, max_bytes=max_bytes)
     if not is_volume_path(path):
-        raise IbisInputError(path, "expected a NIfTI file (.nii, .nii.gz) or a DICOM series folder")
+        raise IbisInputError(path, "expected a NIfTI file (.nii, .nii.gz), a DICOM file or a DICOM series folder")
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises several types for corrupt or foreign files

@@ -217,7 +217,7 @@ def _error_blocks(run: RunData) -> list[Block]:
     return blocks
 
 
-def build_blocks(run: RunData, gallery_policy: str | None = None, gallery_n: int = 4) -> tuple[list[Block], dict]:
+def build_blocks(run: RunData, gallery_policy: str | None = None, gallery_n: int = 3) -> tuple[list[Block], dict]:
     summary = summarize_run(run)
     meta = run.meta
     blocks = [Block("h1", f"Evaluation report: {run.path.name}")]
@@ -249,8 +249,8 @@ def build_blocks(run: RunData, gallery_policy: str | None = None, gallery_n: int
         blocks += _group_table(summary, "per_kind", "Per query kind")
     blocks += _plot_blocks(run, summary)
     blocks += _paper_blocks(summary, run)
-    gp = gallery_policy or next((p for p in run.policies if run.rows_of(p)), None)
-    if gp is not None:
+    # every policy's best and worst episodes (or the one asked for)
+    for gp in [gallery_policy] if gallery_policy else [p for p in run.policies if run.rows_of(p)]:
         blocks += _gallery_blocks(run, gp, gallery_n)
     blocks += _error_blocks(run)
     return blocks, summary
@@ -322,7 +322,7 @@ def json_safe(obj):
 
 
 def write_report(
-    run: RunData, out: str | Path | None = None, gallery_policy: str | None = None, gallery_n: int = 4
+    run: RunData, out: str | Path | None = None, gallery_policy: str | None = None, gallery_n: int = 3
 ) -> dict:
     """Write report.md, report.html, report_assets/ and summary.json into `out` (default: the run
     folder); returns the summary."""

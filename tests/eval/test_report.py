@@ -24,6 +24,8 @@ def test_report_is_complete_and_self_contained(finished_run, tmp_path):
     for line in md.splitlines():
         if line.startswith("![") and "](" in line:
             assert (tmp_path / line.split("](")[1].rstrip(")")).exists()
+    for policy in ("oracle:0.9", "box", "centre", "random:2"):  # every policy's best and worst episodes
+        assert f"Gallery: {policy}, best and worst episodes" in md
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert set(saved["policies"]) == {"oracle:0.9", "box", "centre", "random:2"}
     assert saved["policies"]["box"]["n"] == summary["policies"]["box"]["n"] == 3
