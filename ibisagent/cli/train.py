@@ -169,8 +169,8 @@ def train_compact_cmd(
         int,
         typer.Option(
             help="Percent of the training images kept from SFT for the GRPO stage, which learns the belief's "
-            "calibration where it errs as on new images (0: GRPO on the SFT images; the images are those of "
-            "bench/compact_variants.py's validation split; not used with --rl-minutes 0)",
+            "calibration where it errs as on new images (0: GRPO on the SFT images; the images are "
+            "data.splits.validation_split's; not used with --rl-minutes 0)",
             min=0,
             max=50,
         ),
