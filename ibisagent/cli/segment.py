@@ -123,7 +123,6 @@ def _segment_volume(volume_path, query, spec, reference, init_path, out, max_ste
         raise IbisInputError(spec, "this policy reads a reference mask, which volumes do not take")
     env = IbisEnv(make_tool_from_opts(tool, strategy), max_steps=max_steps)
     out = out or default_out(volume_path)
-    out.mkdir(parents=True, exist_ok=True)
     typer.echo(f"{volume_path.name}: {query!r} with {spec}, slice by slice along {vol['axis']}")
 
     def segment_slice(image):
@@ -190,8 +189,7 @@ def _segment(image_path, query, spec, reference, init_path, out, max_steps, opts
     init = read_mask(init_path, shape=shape) if init_path else None
     spec = spec or ("oracle" if ref is not None else "compact")
     out = out or default_out(image_path)
-    out.mkdir(parents=True, exist_ok=True)
-    writer = StepWriter(out, img)
+    writer = StepWriter(out, img)  # files are written atomically: OUT appears with the first, not on an early error
     policy = make_policy(spec, **policy_kwargs(spec, opts, ask=writer.ask))
     if policy.needs_reference and ref is None:
         raise IbisInputError(spec, "this policy reads the reference mask: give --reference MASK")

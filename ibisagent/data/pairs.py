@@ -127,9 +127,11 @@ def parse_pairs_csv(path: str | Path) -> tuple[list[Sample], list[tuple[str, str
         path = path / "pairs.csv"
     if not path.exists():
         raise IbisInputError(path, "no such file")
+    if not path.is_file():
+        raise IbisInputError(path, "not a regular file")
     root = path.parent
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
+    try:  # utf-8-sig: a byte-order mark (Excel's CSV export) is not part of the first header
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise IbisInputError(path, f"not a readable CSV ({exc})") from None

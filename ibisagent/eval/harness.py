@@ -137,7 +137,11 @@ _WORKER: dict = {}
 
 def _init_worker(cfg: dict, specs: list[str], items: tuple | None = None) -> None:
     """Build this process's tool and policies, and its own copy of the items (samples may
-    carry loaders that cannot be pickled, so workers read the dataset themselves)."""
+    carry loaders that cannot be pickled, so workers read the dataset themselves). A worker
+    ends when the parent process does (kill -9 included)."""
+    from ibisagent.lifetime import die_with_parent
+
+    die_with_parent()
     _WORKER["env"], _WORKER["policies"] = _runtime(cfg, specs)
     _WORKER["seed"] = cfg["seed"]
     _WORKER["items"], _WORKER["keys"] = items if items is not None else load_items(cfg)[:2]

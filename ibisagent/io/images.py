@@ -30,14 +30,24 @@ def read_array(path: str | Path) -> np.ndarray:
         raise IbisInputError(path, "no such file")
     if path.is_dir():
         raise IbisInputError(path, "is a directory, expected an image file")
+    if not path.is_file():  # a FIFO, a socket or a device would block or never end
+        raise IbisInputError(path, "not a regular file")
     suffix = "".join(path.suffixes[-2:]).lower()
     if suffix.endswith((".npy",)):
         try:
-            return np.load(path, allow_pickle=False)
+            header = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
+            _check_pixels(path, header.shape[:2] if header.ndim >= 2 else (1, header.size))
+            if header.size > 4 * MAX_PIXELS:  # at most 4 channels
+                raise IbisInputError(path, f"array of shape {header.shape} is larger than an image can be")
+            return np.array(header)
+        except IbisInputError:
+            raise
         except Exception as exc:  # numpy raises many types for bad files
             raise IbisInputError(path, f"cannot read .npy ({exc.__class__.__name__})") from None
     try:
         with Image.open(path) as im:
+            w, h = im.size  # from the header: refuse before decoding
+            _check_pixels(path, (h, w))
             im.load()
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -53,6 +63,13 @@ def read_array(path: str | Path) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         raise IbisInputError(path, f"corrupt or truncated image ({exc})") from None
     return arr
+
+
+def _check_pixels(path: Path, hw: tuple[int, int]) -> None:
+    """Refuse an image of more than MAX_PIXELS (H x W from its header, Python ints)."""
+    h, w = (int(v) for v in hw)
+    if h * w > MAX_PIXELS:
+        raise IbisInputError(path, f"image is {w} x {h} = {h * w:,} pixels, the limit is {MAX_PIXELS:,}")
 
 
 def to_rgb_uint8(arr: np.ndarray, what: object = "image") -> np.ndarray:

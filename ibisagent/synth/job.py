@@ -86,7 +86,12 @@ _W: dict = {}  # per-process state: context, plan, image cache
 
 
 def _init(cfg: dict, out: str) -> None:
+    """A pool worker's tool, environment and store; it ends when the parent process does."""
     import torch
+
+    from ibisagent.lifetime import die_with_parent
+
+    die_with_parent()
 
     from ibisagent.env.env import IbisEnv
     from ibisagent.synth.storage import Store
