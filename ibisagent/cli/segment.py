@@ -40,7 +40,9 @@ def segment(
     policy: Annotated[
         str | None,
         typer.Option(
-            help="compact | oracle | hf:PATH | openai:URL[#MODEL] | human | centre | ... (default: compact; oracle with --reference)"
+            help="compact | oracle | hf:PATH | openai:URL[#MODEL] | human | centre | ... (default: compact; oracle with --reference)",
+            is_eager=True,
+            callback=lambda ctx, value: _list_if_asked(ctx, value, "policy"),
         ),
     ] = None,
     reference: Annotated[Path | None, typer.Option(help="Reference mask: IoU per step (and the oracle policy)")] = None,
@@ -67,6 +69,15 @@ def segment(
     window: WindowOpt = "auto",
     tool: ToolOpt = "litemedsam",
     strategy: StrategyOpt = "points+prior",
+    list_structures: Annotated[
+        bool,
+        typer.Option(
+            "--list-structures",
+            is_eager=True,
+            callback=lambda ctx, value: _list_if_asked(ctx, value, "list"),
+            help="Print the structures the compact policy (--policy compact[:PATH]) was trained on, and exit",
+        ),
+    ] = False,
 ) -> None:
     """Let a policy segment QUERY in IMAGE by reasoning and clicking.
 
@@ -106,12 +117,38 @@ def segment(
     run_guarded(_segment, image, query, policy, reference, init_mask, out, max_steps, opts, tool, strategy)
 
 
+def _list_if_asked(ctx: typer.Context, value, which: str):
+    """Eager callback of --list-structures and --policy (either order on the command line): once
+    both are known and listing was asked for, print the policy's structures and exit before IMAGE
+    and --query are required."""
+    if ctx.resilient_parsing:
+        return value
+    ctx.meta.setdefault("ibisagent_list", {})[which] = value
+    seen = ctx.meta["ibisagent_list"]
+    if seen.get("list") and "policy" in seen:
+        run_guarded(print_structures, seen["policy"] or "compact")
+        raise typer.Exit(0)
+    return value
+
+
+def print_structures(spec: str) -> None:
+    """`segment --list-structures`: what the compact policy of `spec` knows, one name a line."""
+    from ibisagent.policies import make_policy
+
+    if spec.partition(":")[0] != "compact":
+        raise IbisInputError(spec, "only the compact policy lists its structures (--policy compact[:PATH])")
+    names = make_policy(spec).known_structures()
+    typer.echo(f"{len(names)} structures known to {spec} (other words for them, typos and plurals are read too):")
+    for name in names:
+        typer.echo(name)
+
+
 def _segment_volume(volume_path, query, spec, reference, init_path, out, max_steps, opts, tool, strategy, vol):
     """Slice by slice: one episode per slice with the same policy and tool; a NIfTI mask out."""
     from ibisagent.data.segment_volume import segment_volume
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
     from ibisagent.policies import make_policy
+    from ibisagent.policies.runner import run_episode
 
     if not query.strip():
         raise IbisInputError("--query", "the query is empty")
@@ -176,10 +213,10 @@ def policy_kwargs(spec: str, opts: dict, ask=None) -> dict:
 def _segment(image_path, query, spec, reference, init_path, out, max_steps, opts, tool, strategy):
     from ibisagent.data.masks import read_mask
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
     from ibisagent.io.images import load_image
     from ibisagent.policies import make_policy
     from ibisagent.policies.openai_compat import PolicyServerError
+    from ibisagent.policies.runner import run_episode
 
     if not query.strip():
         raise IbisInputError("--query", "the query is empty")
@@ -220,9 +257,9 @@ class StepWriter:
             stale.unlink()
 
     def step(self, episode) -> None:
-        from ibisagent.env.overlay import render_overlay
         from ibisagent.env.protocol import parse_response
         from ibisagent.io.images import save_png
+        from ibisagent.overlay import render_overlay
 
         rec = episode.steps[-1]
         action = parse_response(rec.response)
@@ -241,8 +278,8 @@ class StepWriter:
 
     def ask(self, obs, episode) -> str:
         """The human policy's prompt: show the current state, read one command."""
-        from ibisagent.env.overlay import render_overlay
         from ibisagent.io.images import save_png
+        from ibisagent.overlay import render_overlay
 
         path = self.out / "current.png"
         save_png(path, render_overlay(obs.original, obs.mask, clicks=obs.clicks, contour=True))

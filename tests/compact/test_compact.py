@@ -776,3 +776,24 @@ def test_belief_logits_take_the_net_grid_or_the_tool_frame():
     out = belief_logits(grid, emb)
     assert out.shape == (300, 225)
     assert (out[:100] > 0).all() and (out[-100:] < 0).all()
+
+
+def test_segment_lists_the_structures_of_the_policy_it_is_given(trained):
+    """`segment --list-structures` needs no IMAGE or --query, honours --policy in either order,
+    and refuses policies that cannot list what they know."""
+    from typer.testing import CliRunner
+
+    from ibisagent.cli.main import app
+
+    weights, _ = trained
+    runner = CliRunner()
+    for args in (
+        ["--list-structures", "--policy", f"compact:{weights}"],
+        ["--policy", f"compact:{weights}", "--list-structures"],
+    ):
+        r = runner.invoke(app, ["segment", *args])
+        assert r.exit_code == 0, r.output
+        lines = r.output.strip().splitlines()
+        assert "structures known to" in lines[0] and "liver" in lines[1:]
+    r = runner.invoke(app, ["segment", "--list-structures", "--policy", "centre"])
+    assert r.exit_code == 2 and "only the compact policy" in r.output
