@@ -43,6 +43,8 @@ def parse_slice_range(text: str | None, n: int) -> list[int]:
     if len(parts) == 1:
         idx = [parts[0]]
     elif len(parts) in (2, 3):
+        if len(parts) == 3 and parts[2] == 0:
+            raise IbisInputError(text, "the slice step must not be 0")
         idx = list(range(n))[slice(*parts)]
     else:
         raise IbisInputError(text, "slice range is START:STOP[:STEP] or one index, e.g. 40:60")
