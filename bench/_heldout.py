@@ -42,7 +42,7 @@ def heldout_parser(doc: str, many_weights: bool = False) -> argparse.ArgumentPar
 
 def heldout_samples(args) -> tuple[list, dict]:
     """-> (samples of the split `args` names, image path -> cached embedding file for those already embedded)."""
-    from ibisagent.cli.train import collect_pairs
+    from ibisagent.data.pairs import collect_pairs
     from ibisagent.data.splits import split_by_image, validation_split
     from ibisagent.train.embedding_cache import cached_embeddings
 

@@ -33,8 +33,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from ibisagent.data.pairs import read_pairs_csv
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
     from ibisagent.policies import make_policy
+    from ibisagent.policies.runner import run_episode
     from ibisagent.tools.litemedsam import LiteMedSAMTool
 
     policy = make_policy("compact")

@@ -24,8 +24,8 @@ DEMO = Path(__file__).resolve().parents[1] / "ibisagent" / "assets" / "demo"
 def run_groups(tool, image, gt, groups: int, g: int, max_steps: int) -> dict:
     """`groups` x `g` oracle episodes on `image`; the tool's cache is cleared between groups."""
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
     from ibisagent.policies import make_policy
+    from ibisagent.policies.runner import run_episode
 
     env, lat, masks = IbisEnv(tool, max_steps=max_steps), [], []
     t0 = time.perf_counter()

@@ -90,7 +90,7 @@ def main() -> None:
     # IBISAGENT_ENCODER_PRECISION=bf16: the OpenVINO encoder in bfloat16 against fp32, interleaved,
     # on a real image (bundled demo), whose features' drift is what the policy meets.
     from ibisagent.io.images import load_image
-    from ibisagent.tools.litemedsam import preprocess
+    from ibisagent.tools.litemedsam_model import preprocess
 
     demo = sorted((Path(__file__).resolve().parents[1] / "ibisagent/assets/demo/images").glob("*.png"))[0]
     x = np.ascontiguousarray(preprocess(load_image(demo))[0].numpy())

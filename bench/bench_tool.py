@@ -30,9 +30,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from ibisagent.data.pairs import read_pairs_csv
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
     from ibisagent.policies.oracle import OraclePolicy
-    from ibisagent.tools.litemedsam import LiteMedSAMTool, preprocess
+    from ibisagent.policies.runner import run_episode
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.tools.litemedsam_model import preprocess
 
     sample = next(s for s in read_pairs_csv(DEMO) if s.structure == "liver")
     image, gt = sample.load()

@@ -66,9 +66,9 @@ def episode_views(steps: int, size: int = 512):
     the original image first, then the overlay of a mask that grows each step (as in a run)."""
     from ibisagent.env.env import Observation
     from ibisagent.env.episode import StepRecord
-    from ibisagent.env.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
     from ibisagent.env.protocol import format_response, refinement_turn_text
     from ibisagent.io.rle import rle_encode
+    from ibisagent.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
 
     obs0, ep = observation(size)
     yy, xx = np.mgrid[:size, :size]

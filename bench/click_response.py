@@ -23,10 +23,10 @@ DEPTH_BINS = ((0, 1), (1, 2), (2, 4), (4, 8), (8, float("inf")))
 def episode(env, image, gt, clicks: int, frame_scale: float) -> tuple[list[float], list[tuple[float, bool, int]]]:
     """Oracle clicks on one target (the shared env + oracle loop, no early stop) -> (IoU after
     each click, padded to `clicks`; [(error depth in frame px, honoured, label)] per click)."""
-    from ibisagent.env.runner import run_episode
-    from ibisagent.eval.metrics import click_honoured
     from ibisagent.io.rle import rle_decode
+    from ibisagent.metrics import click_honoured
     from ibisagent.policies.oracle import OraclePolicy, error_distance
+    from ibisagent.policies.runner import run_episode
 
     ep = run_episode(env, OraclePolicy(iou_threshold=2.0), image, "Segment the target.", gt)
     before, records = np.zeros_like(gt), []
@@ -52,10 +52,11 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     args = ap.parse_args()
 
-    from ibisagent.cli.train import collect_pairs
+    from ibisagent.data.pairs import collect_pairs
     from ibisagent.data.splits import split_by_image
     from ibisagent.env.env import IbisEnv
-    from ibisagent.tools.litemedsam import INPUT_SIZE, LiteMedSAMTool
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.tools.litemedsam_model import INPUT_SIZE
     from ibisagent.train.embedding_cache import cache_path
     from ibisagent.train.tool_eval import prime_cache
 

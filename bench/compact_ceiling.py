@@ -25,7 +25,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from ibisagent.data.structures import lookup
-    from ibisagent.eval.metrics import iou, iou_at
+    from ibisagent.metrics import iou, iou_at
     from ibisagent.policies.compact import CompactPolicy
     from ibisagent.train.compact import heldout_episodes
 

@@ -75,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from ibisagent.data.structures import lookup
-    from ibisagent.eval.metrics import iou
+    from ibisagent.metrics import iou
     from ibisagent.train.compact import heldout_episodes
 
     held, emb_files = heldout_samples(args)

@@ -45,11 +45,11 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from ibisagent.cli.train import collect_pairs
+    from ibisagent.data.pairs import collect_pairs
     from ibisagent.data.splits import split_by_image
-    from ibisagent.eval.metrics import iou
+    from ibisagent.metrics import iou
     from ibisagent.policies.compact import load_net
-    from ibisagent.tools.litemedsam import build_model, decode_embedded
+    from ibisagent.tools.litemedsam_model import build_model, decode_embedded
     from ibisagent.train.compact import belief_loss, build_examples, embed_query_texts, lr_scale
     from ibisagent.train.embedding_cache import cached_embeddings
 

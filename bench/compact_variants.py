@@ -26,7 +26,7 @@ def belief_iou(weights: Path, positives, feats, text_emb) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from ibisagent.eval.metrics import iou
+    from ibisagent.metrics import iou
     from ibisagent.policies.compact import load_net
 
     net = load_net(weights)

@@ -44,7 +44,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from ibisagent.cli.train import collect_pairs
+    from ibisagent.data.pairs import collect_pairs
     from ibisagent.data.splits import split_by_image
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train.embedding_cache import cached_embeddings

@@ -28,8 +28,9 @@ from collections.abc import Callable
 import numpy as np
 
 from ibisagent.env.protocol import Action, format_check, parse_response
-from ibisagent.eval.metrics import iou as mask_iou
-from ibisagent.eval.metrics import yes_no
+from ibisagent.geometry import norm_to_pixel, pixel_to_norm
+from ibisagent.metrics import iou as mask_iou
+from ibisagent.metrics import yes_no
 
 IOU_BANDS = ((0.80, 3.0), (0.70, 2.0), (0.50, 1.0))
 FREE_STEPS = 5
@@ -82,7 +83,7 @@ def click_score(action: Action, prev_mask: np.ndarray, gt: np.ndarray) -> float:
     if not action.is_click:
         return 0.0
     H, W = gt.shape
-    px, py = int(action.x * W), int(action.y * H)
+    px, py = norm_to_pixel(action.x, action.y, W, H, clip=False)
     if not (0 <= px < W and 0 <= py < H):
         return -1.0
     region = (gt & ~prev_mask) if action.kind == "positive" else (~gt & prev_mask)
@@ -203,7 +204,7 @@ class StepScorer:
                 state = self._snapshot(self._env(row, clicks[:-1]))
             env.points, env.labels, env.mask, env.logits = list(state[0]), list(state[1]), state[2], state[3]
             x, y, label = clicks[-1]
-            env.step(Action("positive" if label == 1 else "negative", x=(x + 0.5) / W, y=(y + 0.5) / H))
+            env.step(Action("positive" if label == 1 else "negative", *pixel_to_norm(x, y, W, H)))
             self._prefix[(row["image_path"], row.get("init_mask") or "", clicks)] = self._snapshot(env)
             while len(self._prefix) > self.cache_size:
                 self._prefix.popitem(last=False)

@@ -65,6 +65,7 @@ class SerialTool:
     def __init__(self, tool: SegmentationTool, timeout_s: float, call_timeout_s: float | None = None):
         self.tool = tool
         self.name = tool.name
+        self.embedding_kind = tool.embedding_kind  # what policies reading embeddings ask for
         self._lock = threading.Lock()
         self._timeout_s = timeout_s
         self._call_timeout_s = call_timeout_s
@@ -133,8 +134,8 @@ class Slots:
 
 def mask_out(mask: np.ndarray, outputs, image: np.ndarray | None = None, clicks=None) -> dict:
     """The response's mask: area plus the encodings asked for (rle, png, overlay)."""
-    from ibisagent.env.overlay import render_overlay
     from ibisagent.io.rle import rle_encode
+    from ibisagent.overlay import render_overlay
 
     out: dict[str, Any] = {"area": int(np.count_nonzero(mask))}
     if "rle" in outputs:
@@ -317,8 +318,8 @@ class Service:
     # -- one tool call ----------------------------------------------------------------
     def tool_call(self, req: ToolRequest, files: dict[str, bytes]) -> dict:
         """All clicks so far (+ the previous logits or mask, + an optional box) -> the new mask."""
-        from ibisagent.cli.click import to_pixels
-        from ibisagent.eval.metrics import iou
+        from ibisagent.geometry import to_pixels
+        from ibisagent.metrics import iou
 
         t0 = time.perf_counter()
         item = self.resolve_image(req.image_id, files.get("image"), files.get("image_name", "image"))
@@ -370,8 +371,8 @@ class Service:
     def segment(self, req: SegmentRequest, files: dict[str, bytes]) -> dict:
         """Run a policy on the image until it stops (or `max_steps` / the episode timeout)."""
         from ibisagent.env import IbisEnv
-        from ibisagent.env.runner import run_episode
-        from ibisagent.eval.metrics import iou
+        from ibisagent.metrics import iou
+        from ibisagent.policies.runner import run_episode
 
         t0 = time.perf_counter()
         item = self.resolve_image(req.image_id, files.get("image"), files.get("image_name", "image"))

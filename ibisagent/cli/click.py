@@ -10,6 +10,7 @@ import typer
 
 from ibisagent.cli.common import StrategyOpt, ToolOpt, make_tool_from_opts, run_guarded
 from ibisagent.errors import IbisInputError
+from ibisagent.geometry import to_pixels
 
 app = typer.Typer()
 
@@ -25,23 +26,6 @@ def parse_point(text: str) -> tuple[float, float]:
     if not (math.isfinite(x) and math.isfinite(y)):
         raise IbisInputError(text, "click coordinates must be finite numbers")
     return x, y
-
-
-def to_pixels(points: list[tuple[float, float]], width: int, height: int, coords: str) -> list[tuple[float, float]]:
-    """Normalised or pixel clicks -> pixels, checked against the image."""
-    if coords == "auto":
-        coords = "norm" if all(0 <= v <= 1 for p in points for v in p) else "px"
-    out = []
-    for x, y in points:
-        if coords == "norm":
-            if not (0 <= x <= 1 and 0 <= y <= 1):
-                raise IbisInputError(f"{x},{y}", "normalised coordinates must be in [0, 1]")
-            out.append((min(int(x * width), width - 1), min(int(y * height), height - 1)))
-        else:
-            if not (0 <= x < width and 0 <= y < height):
-                raise IbisInputError(f"{x},{y}", f"pixel click outside the {width} x {height} image")
-            out.append((x, y))
-    return out
 
 
 def output_paths(image_path: Path, out: Path | None, overlay: Path | None) -> tuple[Path, Path]:
@@ -79,8 +63,8 @@ def click(
 def _click(image_path, pos, neg, mask_path, coords, out, overlay, tool, strategy):
     import numpy as np
 
-    from ibisagent.env.overlay import render_overlay
     from ibisagent.io.images import load_image, load_mask, save_mask_png, save_png
+    from ibisagent.overlay import render_overlay
 
     if coords not in ("auto", "norm", "px"):
         raise IbisInputError(coords, "--coords must be auto, norm or px")

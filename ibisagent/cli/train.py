@@ -23,26 +23,6 @@ ResumeOpt = Annotated[bool, typer.Option(help="Resume from the last checkpoint i
 app = typer.Typer(help="Train the segmentation tool and the agent policies.", no_args_is_help=True)
 
 
-def collect_pairs(paths: list[Path]) -> list:
-    """Samples from pairs.csv files, folders holding one, or folders searched recursively."""
-    from ibisagent.data.pairs import read_pairs_csv
-    from ibisagent.errors import IbisInputError
-
-    samples = []
-    for p in paths:
-        if p.is_file() or (p / "pairs.csv").exists():
-            samples += read_pairs_csv(p)
-        elif p.is_dir():
-            found = sorted(p.rglob("pairs.csv"))
-            if not found:
-                raise IbisInputError(p, "no pairs.csv in this folder or below")
-            for f in found:
-                samples += read_pairs_csv(f)
-        else:
-            raise IbisInputError(p, "no such file or folder")
-    return samples
-
-
 @app.command("tool")
 def train_tool(
     data: DataArg,

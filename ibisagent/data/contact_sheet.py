@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 
 from ibisagent.data.pairs import Sample
-from ibisagent.env.overlay import render_overlay
 from ibisagent.errors import IbisInputError
+from ibisagent.overlay import render_overlay
 
 
 def pick_spread(samples: list[Sample], n: int, seed: int = 0) -> list[Sample]:

@@ -157,3 +157,20 @@ def parse_pairs_csv(path: str | Path) -> tuple[list[Sample], list[tuple[str, str
             )
         )
     return samples, problems
+
+
+def collect_pairs(paths: list[Path]) -> list[Sample]:
+    """Samples from pairs.csv files, folders holding one, or folders searched recursively for them."""
+    samples = []
+    for p in map(Path, paths):
+        if p.is_file() or (p / "pairs.csv").exists():
+            samples += read_pairs_csv(p)
+        elif p.is_dir():
+            found = sorted(p.rglob("pairs.csv"))
+            if not found:
+                raise IbisInputError(p, "no pairs.csv in this folder or below")
+            for f in found:
+                samples += read_pairs_csv(f)
+        else:
+            raise IbisInputError(p, "no such file or folder")
+    return samples

@@ -1,4 +1,5 @@
-"""The IBISAgent MDP: protocol, overlay, episode records and the environment."""
+"""The IBISAgent MDP: protocol, episode records and the environment (policies and the episode
+runner live one layer up, in `ibisagent.policies`)."""
 
 from ibisagent.env.env import IbisEnv, Observation
 from ibisagent.env.episode import Episode, StepRecord

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from ibisagent.env.episode import Episode, StepRecord, encode_mask
-from ibisagent.env.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
 from ibisagent.env.protocol import Action, first_turn_text, parse_response, refinement_turn_text
-from ibisagent.eval.metrics import iou as mask_iou
+from ibisagent.metrics import iou as mask_iou
+from ibisagent.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
 from ibisagent.tools.base import SegmentationTool
 
 

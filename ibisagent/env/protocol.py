@@ -13,6 +13,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from ibisagent.geometry import norm_to_pixel
+
 SYSTEM_PROMPT = (
     "You are a precise and expert medical segmentation agent. Your mission is to accurately segment a target "
     "object in a medical image through a series of interactive point placements. You will be given an image and "
@@ -74,9 +76,7 @@ class Action:
 
     def to_pixel(self, width: int, height: int) -> tuple[int, int]:
         """(column, row) pixel: (int(x * W), int(y * H)) clipped to the image, as released."""
-        px = min(max(int(self.x * width), 0), width - 1)
-        py = min(max(int(self.y * height), 0), height - 1)
-        return px, py
+        return norm_to_pixel(self.x, self.y, width, height)
 
     def signature(self) -> tuple:
         """What counts as 'the same action' for the repeat-3-times stop rule."""

@@ -7,9 +7,9 @@ A difference is B minus A; for NoC and steps lower is better, for IoU and Dice h
 from __future__ import annotations
 
 from ibisagent.errors import IbisInputError
-from ibisagent.eval.metrics import noc
 from ibisagent.eval.results import RunData
 from ibisagent.eval.stats import N_BOOT, paired_difference
+from ibisagent.metrics import noc
 
 # metric name -> (value of a row given max steps, higher is better)
 METRICS = {

@@ -16,11 +16,11 @@ import numpy as np
 from ibisagent.data.pairs import Sample
 from ibisagent.env.env import IbisEnv
 from ibisagent.env.protocol import format_check, parse_response
-from ibisagent.env.runner import run_episode
 from ibisagent.errors import IbisInputError
-from ibisagent.eval.metrics import iou, mask_scores
 from ibisagent.io.rle import rle_encode
+from ibisagent.metrics import iou, mask_scores
 from ibisagent.policies.base import Policy
+from ibisagent.policies.runner import run_episode
 
 REASONING_CHARS = 400  # per step, in the row (the gallery shows it)
 

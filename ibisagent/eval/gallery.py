@@ -10,8 +10,8 @@ import io
 
 import numpy as np
 
-from ibisagent.env.overlay import render_overlay
 from ibisagent.io.rle import rle_decode
+from ibisagent.overlay import render_overlay
 
 REFERENCE_COLOR = (220, 40, 40)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from ibisagent.data.pairs import Sample
 from ibisagent.env.env import IbisEnv
-from ibisagent.env.runner import run_episode
 from ibisagent.errors import IbisInputError
-from ibisagent.eval.metrics import NOC_THRESHOLDS, click_honoured, honoured_shares, mask_scores, noc, summarize_curves
 from ibisagent.io.rle import rle_decode
+from ibisagent.metrics import NOC_THRESHOLDS, click_honoured, honoured_shares, mask_scores, noc, summarize_curves
 from ibisagent.policies.oracle import OraclePolicy
+from ibisagent.policies.runner import run_episode
 
 
 def simulate_sample(
@@ -63,8 +63,8 @@ def simulate_sample(
         decoder_s=round(env.tool.timings.decoder_s - dec0, 4),
     )
     if overlay_path is not None:
-        from ibisagent.env.overlay import render_overlay
         from ibisagent.io.images import save_png
+        from ibisagent.overlay import render_overlay
 
         save_png(overlay_path, render_overlay(image, final, clicks=ep.clicks, contour=True))
     return row

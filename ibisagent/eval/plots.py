@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from ibisagent.eval.metrics import iou_at, noc
+from ibisagent.metrics import iou_at, noc
 
 
 def have_matplotlib() -> bool:

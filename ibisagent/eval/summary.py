@@ -1,6 +1,6 @@
 """Aggregate an evaluation run's rows into per-policy, per-modality and per-target figures.
 
-Every number comes from `ibisagent.eval.metrics` (and `stats` for intervals). IoU values are
+Every number comes from `ibisagent.metrics` (and `stats` for intervals). IoU values are
 fractions in [0, 1]; times are seconds; NoC counts clicks (the box prompt counts as one).
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ibisagent.eval.metrics import answer_accuracy, noc, stop_scores, summarize_curves
 from ibisagent.eval.results import RunData
 from ibisagent.eval.stats import bootstrap_ci
+from ibisagent.metrics import answer_accuracy, noc, stop_scores, summarize_curves
 
 KS = (1, 3, 5, 10, 20)
 

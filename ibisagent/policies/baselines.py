@@ -20,8 +20,8 @@ from ibisagent.env.env import Observation
 from ibisagent.env.episode import Episode
 from ibisagent.env.protocol import format_response
 from ibisagent.errors import IbisInputError
+from ibisagent.geometry import pixel_to_norm
 from ibisagent.policies.base import Policy
-from ibisagent.policies.oracle import normalise
 
 
 def _stop(why: str) -> str:
@@ -62,7 +62,7 @@ class SalientClickPolicy(Policy):
     name = "salient"
 
     def act(self, obs: Observation, episode: Episode) -> str:
-        from ibisagent.policies.oracle import error_distance
+        from ibisagent.clicker import error_distance
 
         if obs.clicks:
             return _stop("A blind baseline: one click in the largest salient region, nothing more.")
@@ -71,7 +71,7 @@ class SalientClickPolicy(Policy):
         if not region.any():
             return format_response("A blind baseline: a flat image, a point at the centre.", "positive", 0.5, 0.5)
         r, c = np.unravel_index(int(np.argmax(error_distance(region))), region.shape)
-        x, y = normalise(int(c), int(r), W, H)
+        x, y = pixel_to_norm(int(c), int(r), W, H)
         return format_response("A blind baseline: a point deep inside the largest bright region.", "positive", x, y)
 
 
@@ -97,7 +97,7 @@ class RandomClickPolicy(Policy):
         if len(obs.clicks) >= self.n_clicks:
             return _stop(f"A blind baseline: {self.n_clicks} random click(s) placed.")
         H, W = obs.original.shape[:2]
-        x, y = normalise(int(self.rng.integers(W)), int(self.rng.integers(H)), W, H)
+        x, y = pixel_to_norm(int(self.rng.integers(W)), int(self.rng.integers(H)), W, H)
         return format_response("A blind baseline: a positive point at a random pixel.", "positive", x, y)
 
 

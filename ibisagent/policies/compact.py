@@ -19,12 +19,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ibisagent.clicker import error_distance
 from ibisagent.env.env import Observation
 from ibisagent.env.episode import Episode
 from ibisagent.env.protocol import format_response
 from ibisagent.errors import IbisInputError
+from ibisagent.geometry import pixel_to_norm
 from ibisagent.policies.base import Policy
-from ibisagent.policies.oracle import error_distance, normalise
 
 WEIGHTS = Path(__file__).parent / "weights" / "compact_policy.pt"
 GUESS_WIDTH = 1.0  # a best guess (`best_guess`) is where the belief is within this many logits of its peak
@@ -198,7 +199,7 @@ def belief_logits(logits, emb) -> np.ndarray:
     original image size."""
     import torch.nn.functional as F
 
-    from ibisagent.tools.litemedsam import LOWRES, lowres_to_original
+    from ibisagent.tools.litemedsam_model import LOWRES, lowres_to_original
 
     side = logits.shape[-1]
     up = logits.reshape(1, 1, side, side)
@@ -409,7 +410,9 @@ class CompactPolicy(Policy):
         self._prior: dict[tuple, object] = {}
 
     def attach(self, tool) -> None:
-        if not hasattr(tool, "embed") or tool.__class__.__name__ != "LiteMedSAMTool":
+        from ibisagent.tools.litemedsam_model import LITEMEDSAM_FEATURES
+
+        if getattr(tool, "embedding_kind", None) != LITEMEDSAM_FEATURES:
             raise IbisInputError(getattr(tool, "name", tool), "the compact policy reads LiteMedSAM image embeddings")
         self.tool = tool
 
@@ -575,7 +578,7 @@ class CompactPolicy(Policy):
                 answer=yes,
             )
         x, y, label, depth = d.click
-        nx, ny = normalise(x, y, W, H)
+        nx, ny = pixel_to_norm(x, y, W, H)
         gain = (
             f"of the {d.considered} clicks I considered, this one brings the overlap to {d.after:.2f}"
             if d.considered > 1

@@ -18,8 +18,8 @@ from ibisagent.env.env import Observation
 from ibisagent.env.episode import Episode
 from ibisagent.env.protocol import format_response
 from ibisagent.errors import IbisInputError
+from ibisagent.geometry import pixel_to_norm
 from ibisagent.policies.base import Policy
-from ibisagent.policies.oracle import normalise
 
 _CLICK = re.compile(r"^(p|pos|positive|\+|n|neg|negative|-)\s*([^,\s]+)\s*,\s*(\S+)$", re.I)
 _STOP = re.compile(r"^(t|stop|done|terminate)(\s+.*)?$", re.I)
@@ -46,7 +46,7 @@ def command_to_turn(command: str, width: int, height: int) -> str:
     if x > 1 or y > 1:  # pixels
         if x >= width or y >= height:
             raise IbisInputError(command, f"pixel click outside the {width} x {height} image")
-        x, y = normalise(int(x), int(y), width, height)
+        x, y = pixel_to_norm(int(x), int(y), width, height)
     kind = "positive" if m.group(1).lower() in ("p", "pos", "positive", "+") else "negative"
     return format_response("A person placed this click.", kind, x, y)
 

@@ -1,59 +1,18 @@
-"""The click simulator of the reference system (spec section 4), as a policy.
-
-An annotator that sees the reference mask: FN = gt & ~pred, FP = ~gt & pred; the Euclidean
-distance transform of each (the image border counts as boundary); if max(dFN) >= max(dFP), a
-positive click at argmax(dFN), else a negative click at argmax(dFP). It stops when the IoU
-reaches `iou_threshold` or nothing is left to fix.
+"""The reference click simulator (`ibisagent.clicker`, docs/protocol.md) as a policy: it clicks
+where the simulator says and stops when the IoU reaches `iou_threshold` or nothing is left to fix.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ibisagent.clicker import next_click
 from ibisagent.env.env import Observation
 from ibisagent.env.episode import Episode
 from ibisagent.env.protocol import format_response
-from ibisagent.eval.metrics import iou
+from ibisagent.geometry import pixel_to_norm
+from ibisagent.metrics import iou
 from ibisagent.policies.base import Policy
-
-
-def error_distance(region: np.ndarray) -> np.ndarray:
-    """Distance of each pixel of `region` (H x W bool) to its boundary or the image border, pixels.
-
-    Computed on the region's bounding box grown by one pixel (zeros all round: the nearest
-    background pixel of any region pixel lies within it), the same exact Euclidean result as on
-    the whole image at a fraction of the cost once the errors are small."""
-    import cv2
-
-    region = np.asarray(region, bool)
-    out = np.zeros(region.shape, np.float32)
-    rows, cols = np.flatnonzero(region.any(1)), np.flatnonzero(region.any(0))
-    if rows.size == 0:
-        return out
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    padded = np.pad(region[r0:r1, c0:c1].astype(np.uint8), 1)
-    out[r0:r1, c0:c1] = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    return out
-
-
-def next_click(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, float] | None:
-    """The simulator's next click: (x, y, label, depth) with (x, y) pixels, label 1 positive /
-    0 negative and depth the distance to the error region's boundary. None when pred == gt."""
-    fn_d = error_distance(gt & ~pred)
-    fp_d = error_distance(~gt & pred)
-    fn_max, fp_max = float(fn_d.max()), float(fp_d.max())
-    if fn_max == 0 and fp_max == 0:
-        return None
-    if fn_max >= fp_max:
-        r, c = np.unravel_index(int(np.argmax(fn_d)), fn_d.shape)
-        return int(c), int(r), 1, fn_max
-    r, c = np.unravel_index(int(np.argmax(fp_d)), fp_d.shape)
-    return int(c), int(r), 0, fp_max
-
-
-def normalise(x: int, y: int, width: int, height: int) -> tuple[float, float]:
-    """Pixel centre -> normalised (x, y) that maps back to the same pixel via int(x * W)."""
-    return (x + 0.5) / width, (y + 0.5) / height
 
 
 class OraclePolicy(Policy):
@@ -90,7 +49,7 @@ class OraclePolicy(Policy):
                 answer="Yes, the target is segmented.",
             )
         x, y, label, depth = click
-        nx, ny = normalise(x, y, W, H)
+        nx, ny = pixel_to_norm(x, y, W, H)
         if label == 1:
             why = (
                 "There is no mask yet; I place a positive point deep inside the target."

@@ -23,9 +23,9 @@ import math
 import numpy as np
 
 from ibisagent.env.episode import Episode
-from ibisagent.env.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
 from ibisagent.env.protocol import SYSTEM_PROMPT, first_turn_text, refinement_turn_text
 from ibisagent.io.rle import rle_decode
+from ibisagent.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
 
 MAX_PIXELS = 512 * 512
 IMAGE_PLACEHOLDER = "<image>"  # the image's place in the protocol text (LLaMA-Factory / verl data)

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ibisagent.geometry import pixel_to_norm
+
 ROWS = ("upper", "", "lower")
 COLS = ("left", "", "right")
 
@@ -83,7 +85,7 @@ def describe_region(
 ) -> Region:
     """A `Region` for component `comp` of error region `whole` (H x W bool); `denom` pixels is
     100%; `depth` the distance of its deepest pixel to its edge (computed when None)."""
-    from ibisagent.policies.oracle import error_distance
+    from ibisagent.clicker import error_distance
 
     H, W = comp.shape
     ys, xs = np.nonzero(comp)
@@ -92,7 +94,7 @@ def describe_region(
         depth = float(error_distance(comp).max())
     big = largest_component(whole)
     return Region(
-        where=position_words((cx + 0.5) / W, (cy + 0.5) / H),
+        where=position_words(*pixel_to_norm(cx, cy, W, H)),
         share_pct=pct(comp.sum(), denom),
         width_px=max(1, round(2 * depth)),
         rel=relation((cx, cy), mask),
@@ -129,11 +131,11 @@ def centroid_words(mask: np.ndarray) -> str | None:
     if xs.size == 0:
         return None
     H, W = mask.shape
-    return position_words((xs.mean() + 0.5) / W, (ys.mean() + 0.5) / H)
+    return position_words(*pixel_to_norm(xs.mean(), ys.mean(), W, H))
 
 
 def state_facts(structure: str, gt: np.ndarray, mask: np.ndarray) -> StateFacts:
-    from ibisagent.eval.metrics import iou
+    from ibisagent.metrics import iou
 
     tp = int(np.count_nonzero(gt & mask))
     return StateFacts(

@@ -1,5 +1,5 @@
 """Synthesize one trajectory by driving the real environment (`IbisEnv`) with the reference
-click rule (`policies.oracle.next_click`) and writing grounded reasoning for each step.
+click rule (`ibisagent.clicker.next_click`) and writing grounded reasoning for each step.
 
 Kinds (see `records.KINDS`):
 - segment: from no mask, oracle clicks until IoU >= threshold, then stop with the answer;
@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ibisagent.clicker import error_distance, next_click
 from ibisagent.data.pairs import Sample
 from ibisagent.data.structures import lookup
 from ibisagent.env.env import IbisEnv
 from ibisagent.env.protocol import format_response
-from ibisagent.eval.metrics import iou
-from ibisagent.policies.oracle import error_distance, next_click, normalise
+from ibisagent.geometry import pixel_to_norm
+from ibisagent.metrics import iou
 from ibisagent.synth import reasoning as R
 from ibisagent.synth.facts import click_region, position_words, state_facts
 from ibisagent.synth.plan import Item
@@ -248,10 +249,10 @@ def _clicks(ctx, traj: Trajectory, group: str, image, gt, rng, init, wrong_at, d
             if wrong is None:
                 raise Skip("no click makes this mask clearly worse")
             x, y, label = wrong
-            where = position_words((x + 0.5) / W, (y + 0.5) / H)
+            where = position_words(*pixel_to_norm(x, y, W, H))
             think = R.wrong_click_reasoning(rng, before, label, where)
             kind = "positive" if label == 1 else "negative"
-            response, train, tag = format_response(think, kind, *normalise(x, y, W, H)), False, "wrong"
+            response, train, tag = format_response(think, kind, *pixel_to_norm(x, y, W, H)), False, "wrong"
             wrong_before, wrong_label = before, label
             n_clicks += 1
         elif done:
@@ -269,7 +270,7 @@ def _clicks(ctx, traj: Trajectory, group: str, image, gt, rng, init, wrong_at, d
             kind = "positive" if label == 1 else "negative"
             facts = [before, region] + ([wrong_before] if tag == "correction" else [])
             think = _think(ctx, draft, facts, kind, s, f"{traj.id}:{t}")
-            response = format_response(think, kind, *normalise(x, y, W, H))
+            response = format_response(think, kind, *pixel_to_norm(x, y, W, H))
             step_facts = {**step_facts, "region": None if region is None else region.__dict__}
             n_clicks += 1
         prev_iou = env.current_iou()

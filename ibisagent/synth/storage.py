@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ibisagent.env.overlay import render_overlay
 from ibisagent.io.images import save_mask_png, save_png
+from ibisagent.overlay import render_overlay
 
 DEFAULT_MAX_PIXELS = 512 * 512  # the reference SFT recipe: images at most 512 x 512 pixels
 

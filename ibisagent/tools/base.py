@@ -21,7 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -103,6 +103,10 @@ class EmbeddingCache:
 class SegmentationTool(ABC):
     """Base class of the promptable segmentation backends."""
 
+    # What `Embedding.features` holds, for policies that read it (`CompactPolicy` needs
+    # LITEMEDSAM_FEATURES); None where the features are opaque. A capability, not a class name, so
+    # wrappers (the app's serialising tool) pass it on.
+    embedding_kind: ClassVar[str | None] = None
     cache_entries: int = 16
     cache: EmbeddingCache = field(init=False)
     timings: ToolTimings = field(init=False)

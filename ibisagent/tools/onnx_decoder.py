@@ -22,7 +22,7 @@ def build_graph_module(net):
     import torch
     from torch import nn
 
-    from ibisagent.tools.litemedsam import decode_embedded
+    from ibisagent.tools.litemedsam_model import decode_embedded
 
     class DecoderGraph(nn.Module):
         def __init__(self):
@@ -54,7 +54,7 @@ def graph_path(net, cache_dir: Path | None = None) -> Path:
     """Cache file keyed by the prompt-path weights (original, click-trained or a user's) and torch."""
     import torch
 
-    from ibisagent.tools.litemedsam import prompt_path_state
+    from ibisagent.tools.litemedsam_model import prompt_path_state
     from ibisagent.tools.onnx_encoder import DEFAULT_DIR
 
     h = hashlib.sha1(f"{torch.__version__}|decoder-v2".encode())

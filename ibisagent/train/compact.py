@@ -391,8 +391,8 @@ def heldout_episodes(
     is ignored)."""
     from ibisagent.data.queries import make_query
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
     from ibisagent.policies import make_policy
+    from ibisagent.policies.runner import run_episode
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train.tool_eval import prime_cache
 
@@ -423,7 +423,7 @@ def evaluate_compact(
     from collections import defaultdict
 
     from ibisagent.data.structures import lookup
-    from ibisagent.eval.metrics import iou
+    from ibisagent.metrics import iou, yes_no
 
     rows = []
     for s, gt, ep in heldout_episodes(policy_spec, samples, emb_files, max_steps, progress, policy_kwargs):
@@ -441,6 +441,8 @@ def evaluate_compact(
                 "steps": len(ep.steps),
                 "clicks": len(ep.clicks),
                 "stop": ep.stop_reason,
+                "said_no": yes_no(ep.answer) == "no",
+                "mask": bool(ep.final_mask.any()),
             }
         )
     ok = [r for r in rows if "iou" in r]
@@ -459,6 +461,9 @@ def evaluate_compact(
         "per_target": {k: {"n": len(v), "mean_iou": float(np.mean(v))} for k, v in sorted(by_target.items())},
         "mean_steps": float(np.mean([r["steps"] for r in ok])) if ok else float("nan"),
         "no_click": float(np.mean([r["clicks"] == 0 for r in ok])) if ok else float("nan"),
+        # present targets answered "no" (called absent), and episodes that end without any mask
+        "called_absent": float(np.mean([r["said_no"] for r in ok])) if ok else float("nan"),
+        "no_mask": float(np.mean([not r["mask"] for r in ok])) if ok else float("nan"),
         "per_item": {r["id"]: r["iou"] for r in ok},
     }
 
@@ -478,7 +483,7 @@ def evaluate_absent(policy_spec: str, samples, emb_files, max_steps: int = 10, p
     that cannot appear in the image): the share of episodes that stop with a "no" answer, and
     the share that stop at once (no click)."""
     from ibisagent.data.queries import absent_targets
-    from ibisagent.eval.metrics import yes_no
+    from ibisagent.metrics import yes_no
 
     said_no = at_once = n = 0
     for _, _, ep in heldout_episodes(policy_spec, absent_targets(samples, seed=1), emb_files, max_steps, progress):
@@ -503,7 +508,7 @@ def evaluate_unknown_queries(policy_spec: str, samples, emb_files, per_image: in
 
     rng = random.Random("heldout-ood")
     one_per_image = list({s.image: s for s in samples}.values())
-    from ibisagent.eval.metrics import yes_no
+    from ibisagent.metrics import yes_no
 
     n = no_click = marked = 0
     for _, _, ep in heldout_episodes(

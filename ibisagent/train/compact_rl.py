@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ibisagent.errors import IbisInputError
+from ibisagent.geometry import pixel_to_norm
 
 
 class State(NamedTuple):
@@ -93,7 +94,7 @@ def click_text(x: int, y: int, label: int) -> str:
     from ibisagent.env.protocol import format_response
 
     kind = "positive" if label == 1 else "negative"
-    return format_response(f"I add a {kind} point.", kind, (x + 0.5) / 256, (y + 0.5) / 256)
+    return format_response(f"I add a {kind} point.", kind, *pixel_to_norm(x, y, 256, 256))
 
 
 def stop_text() -> str:
@@ -110,7 +111,7 @@ def decode_chunks(tool_net, features: list, points: list[list[tuple[int, int, in
     prior N x 1 x 256 x 256 logits or None -> N x 1 x 256 x 256 logits."""
     import torch
 
-    from ibisagent.tools.litemedsam import decode
+    from ibisagent.tools.litemedsam_model import decode
     from ibisagent.train.tool import click_tensors
 
     out = []
@@ -132,7 +133,7 @@ def play_episodes(tool_net, items: list[State], beliefs, settings: dict, max_act
     import torch
     import torch.nn.functional as F
 
-    from ibisagent.eval.metrics import iou
+    from ibisagent.metrics import iou
     from ibisagent.policies.compact import Belief, best_guess, candidate_clicks, decide
     from ibisagent.rewards import score_terms
 
@@ -190,7 +191,7 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
     import torch
 
     from ibisagent.policies.compact import policy_settings, save_net
-    from ibisagent.tools.litemedsam import build_model
+    from ibisagent.tools.litemedsam_model import build_model
     from ibisagent.train.compact import belief_loss, pooled_target
 
     items = [State(feats[p[0]], p[3], p[2]) for p in positives]

@@ -140,8 +140,8 @@ def oracle_rows(
     from ibisagent.data.pairs import read_pairs_csv
     from ibisagent.data.queries import make_query
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
     from ibisagent.policies.oracle import OraclePolicy
+    from ibisagent.policies.runner import run_episode
 
     samples = [s for s in read_pairs_csv(pairs) if not s.negative and s.mask is not None][:max_samples]
     env = IbisEnv(tool, max_steps=max_steps)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ibisagent.clicker import click_in, next_click
 from ibisagent.data.pairs import Sample
 from ibisagent.errors import IbisInputError
 from ibisagent.io.jsonl import JsonlAppender
@@ -83,7 +84,7 @@ def target_in_frame(mask: np.ndarray, input_size: tuple[int, int]) -> np.ndarray
     """H x W bool -> 256 x 256 bool in the model-input frame (area resize, >= 0.5, zero pad)."""
     import cv2
 
-    from ibisagent.tools.litemedsam import INPUT_SIZE
+    from ibisagent.tools.litemedsam_model import INPUT_SIZE
 
     h, w = input_size
     small = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) >= 0.5
@@ -126,39 +127,16 @@ def prepare_items(samples: list[Sample], emb_files: dict, progress=None) -> tupl
     return items, skipped
 
 
-def sample_click(error: np.ndarray, rng: random.Random, randomise: bool) -> tuple[int, int] | None:
-    """(x, y) in the error region (H x W bool): its deepest point, or (randomise) a random
-    point at least half as deep."""
-    from ibisagent.policies.oracle import error_distance
-
-    d = error_distance(error)
-    top = float(d.max())
-    if top <= 0:
-        return None
-    if randomise:
-        ys, xs = np.nonzero(d >= top / 2)
-        i = rng.randrange(len(xs))
-        return int(xs[i]), int(ys[i])
-    r, c = np.unravel_index(int(np.argmax(d)), d.shape)
-    return int(c), int(r)
-
-
 def next_session_click(pred: np.ndarray, gt: np.ndarray, rng: random.Random) -> tuple[int, int, int] | None:
-    """The simulator's rule on the model's own prediction: fix the larger error (by depth)."""
-    from ibisagent.policies.oracle import error_distance
-
-    fn, fp = gt & ~pred, ~gt & pred
-    dfn, dfp = float(error_distance(fn).max()), float(error_distance(fp).max())
-    if dfn == 0 and dfp == 0:
-        return None
-    region, label = (fn, 1) if dfn >= dfp else (fp, 0)
-    xy = sample_click(region, rng, randomise=rng.random() < 0.3)
-    return None if xy is None else (xy[0], xy[1], label)
+    """The simulator's rule on the model's own prediction (fix the larger error by depth), a random
+    pixel at least half as deep 30% of the time: (x, y, label) or None."""
+    click = next_click(pred, gt, rng, p_random=0.3)
+    return None if click is None else click[:3]
 
 
 def click_tensors(points: list[list[tuple[int, int, int]]]):
     """Per-item clicks [(x, y, label)] (equal lengths, label -1 = padding) -> (B x N x 2 float
-    points, B x N int64 labels), as `tools.litemedsam.decode` takes them."""
+    points, B x N int64 labels), as `tools.litemedsam_model.decode` takes them."""
     import torch
 
     pts = torch.tensor([[p[:2] for p in pp] for pp in points], dtype=torch.float32)
@@ -200,7 +178,7 @@ def session_losses(net, batch: list[TrainItem], cfg: ToolTrainConfig, rng: rando
     import torch
     import torch.nn.functional as F
 
-    from ibisagent.tools.litemedsam import decode, mask_to_lowres_logits
+    from ibisagent.tools.litemedsam_model import decode, mask_to_lowres_logits
 
     B = len(batch)
     feats = torch.stack([it.features for it in batch]).float()
@@ -267,7 +245,7 @@ def session_losses(net, batch: list[TrainItem], cfg: ToolTrainConfig, rng: rando
     for k in range(n_clicks):
         for i, it in enumerate(batch):
             if k == 0 and not refine:
-                xy = sample_click(it.target, rng, randomise=rng.random() < cfg.p_random_first)
+                xy = click_in(it.target, rng, randomise=rng.random() < cfg.p_random_first)
                 click = (xy[0], xy[1], 1)
             else:
                 click = next_session_click(preds[i], it.target, rng)
@@ -300,7 +278,7 @@ def save_checkpoint(path: Path, net, opt, step: int, elapsed: float, rng: random
     import torch
 
     from ibisagent.io.images import atomic_write_bytes
-    from ibisagent.tools.litemedsam import prompt_path_state
+    from ibisagent.tools.litemedsam_model import prompt_path_state
 
     buf = io.BytesIO()
     torch.save(
@@ -324,7 +302,7 @@ def train_prompt_path(items: list[TrainItem], out_dir: Path, cfg: ToolTrainConfi
     import torch
 
     from ibisagent.io.images import atomic_write_bytes
-    from ibisagent.tools.litemedsam import build_model, prompt_path_state
+    from ibisagent.tools.litemedsam_model import build_model, prompt_path_state
 
     if not items:
         raise IbisInputError(out_dir, "no usable training targets")

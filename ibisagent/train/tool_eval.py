@@ -15,7 +15,7 @@ import numpy as np
 from ibisagent.data.pairs import Sample
 from ibisagent.env.env import IbisEnv
 from ibisagent.eval.interactive import simulate_sample, summarize_rows
-from ibisagent.eval.metrics import iou
+from ibisagent.metrics import iou
 from ibisagent.tools.base import Embedding, image_key
 
 

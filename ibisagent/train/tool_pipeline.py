@@ -37,7 +37,7 @@ def split_and_embed(data, heldout: int, cache_dir: Path):
     """Samples of `data`, split by image, with every image embedded once into the disk cache.
     Returns (samples, train, held, emb_files); emb_files maps image path -> cache file, or ->
     error text for an unreadable image (listed here, counted by the caller)."""
-    from ibisagent.cli.train import collect_pairs
+    from ibisagent.data.pairs import collect_pairs
     from ibisagent.data.splits import split_by_image
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train.embedding_cache import embed_images
@@ -68,7 +68,8 @@ def run_tool_training(
     seed: int,
     threads: int = 2,
 ):
-    from ibisagent.tools.litemedsam import CLICK_WEIGHTS, LiteMedSAMTool
+    from ibisagent.tools.litemedsam import LiteMedSAMTool
+    from ibisagent.tools.litemedsam_model import CLICK_WEIGHTS
     from ibisagent.train.tool import ToolTrainConfig, prepare_items, train_prompt_path
     from ibisagent.train.tool_eval import evaluate_tool
 

@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 
 from ibisagent.env.episode import Episode
-from ibisagent.eval.metrics import iou
 from ibisagent.io.images import load_mask
 from ibisagent.io.rle import rle_decode, rle_encode
+from ibisagent.metrics import iou
 from tests.app.conftest import XRAY, XRAY_LEFT_LUNG, XRAY_RIGHT_LUNG, b64
 
 

@@ -43,8 +43,8 @@ def test_training_lowers_the_loss_and_writes_small_weights(trained):
 
 def test_policy_speaks_the_protocol_and_drives_the_env(trained, demo_samples, tool):
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
     from ibisagent.policies import make_policy
+    from ibisagent.policies.runner import run_episode
 
     weights, _ = trained
     policy = make_policy(f"compact:{weights}", presence_threshold=0.0)
@@ -147,7 +147,7 @@ def test_rl_stage_raises_the_return_of_the_deployed_rule(trained, demo_samples, 
 
     from ibisagent.policies import make_policy
     from ibisagent.policies.compact import WEIGHTS, load_net, policy_settings, save_net
-    from ibisagent.tools.litemedsam import build_model
+    from ibisagent.tools.litemedsam_model import build_model
     from ibisagent.train.compact import build_examples, embed_query_texts
     from ibisagent.train.compact_rl import CompactRLConfig, State, play_episodes, train_compact_rl
 
@@ -200,9 +200,9 @@ def test_unknown_query_gets_a_marked_best_guess_not_a_silent_refusal(trained, de
     """A query naming nothing the policy knows still gets a mask: clicked, and marked as a
     low-confidence guess that says what it rests on (the closest known query, the belief peak)."""
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
-    from ibisagent.eval.metrics import yes_no
+    from ibisagent.metrics import yes_no
     from ibisagent.policies import make_policy
+    from ibisagent.policies.runner import run_episode
 
     weights, _ = trained
     policy = make_policy(f"compact:{weights}", presence_threshold=0.0)
@@ -235,10 +235,10 @@ def test_absence_needs_evidence_from_presence_and_belief(trained, demo_samples, 
     """Presence low and no sure region: "no" with both figures; presence low but a sure region:
     a mask, answered with low confidence."""
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
-    from ibisagent.eval.metrics import iou, yes_no
+    from ibisagent.metrics import iou, yes_no
     from ibisagent.policies import make_policy
     from ibisagent.policies.compact import Belief
+    from ibisagent.policies.runner import run_episode
 
     weights, _ = trained
     image, gt = demo_samples[0].load()
@@ -298,12 +298,12 @@ def test_policy_foresees_the_tool_mask_of_each_click_it_places(trained, demo_sam
 
     from ibisagent.env.env import IbisEnv
     from ibisagent.env.protocol import format_response
-    from ibisagent.env.runner import run_episode
-    from ibisagent.eval.metrics import iou
+    from ibisagent.geometry import pixel_to_norm as normalise
     from ibisagent.io.rle import rle_decode
+    from ibisagent.metrics import iou
     from ibisagent.policies import make_policy
     from ibisagent.policies.compact import Belief, soft_iou
-    from ibisagent.policies.oracle import normalise
+    from ibisagent.policies.runner import run_episode
 
     weights, _ = trained
     image, gt = demo_samples[0].load()
@@ -708,10 +708,10 @@ def test_faint_belief_gives_a_clicked_best_guess_stated_as_low_confidence(traine
     clicks there and says its mask is a low-confidence best guess; below a floor set on purpose
     (the default, -30, always guesses) it stops without a click and says it could not locate it."""
     from ibisagent.env.env import IbisEnv
-    from ibisagent.env.runner import run_episode
-    from ibisagent.eval.metrics import iou
+    from ibisagent.metrics import iou
     from ibisagent.policies import make_policy
     from ibisagent.policies.compact import Belief
+    from ibisagent.policies.runner import run_episode
 
     weights, _ = trained
     image, gt = demo_samples[0].load()
@@ -766,7 +766,7 @@ def test_belief_logits_take_the_net_grid_or_the_tool_frame():
 
     from ibisagent.policies.compact import belief_logits
     from ibisagent.tools.base import Embedding
-    from ibisagent.tools.litemedsam import lowres_to_original
+    from ibisagent.tools.litemedsam_model import lowres_to_original
 
     emb = Embedding(features=None, input_size=(256, 192), original_size=(300, 225), key="k")
     frame = torch.randn(1, 1, 256, 256)

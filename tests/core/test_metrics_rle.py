@@ -3,7 +3,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ibisagent.eval.metrics import (
+from ibisagent.io.rle import rle_decode, rle_encode
+from ibisagent.metrics import (
     click_honoured,
     dice,
     honoured_shares,
@@ -15,7 +16,6 @@ from ibisagent.eval.metrics import (
     recall,
     summarize_curves,
 )
-from ibisagent.io.rle import rle_decode, rle_encode
 
 
 def test_hand_computed_scores():

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
+from ibisagent.clicker import next_click
 from ibisagent.env.env import IbisEnv
 from ibisagent.env.episode import Episode
 from ibisagent.env.protocol import format_response
-from ibisagent.env.runner import run_episode
-from ibisagent.policies.oracle import OraclePolicy, next_click
+from ibisagent.policies.oracle import OraclePolicy
+from ibisagent.policies.runner import run_episode
 
 
 def test_embedding_is_computed_once_per_image(tool, demo_samples):
@@ -85,7 +86,7 @@ def test_error_distance_on_the_bounding_box_equals_the_whole_image():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from ibisagent.policies.oracle import error_distance
+    from ibisagent.clicker import error_distance
 
     def whole(region):
         padded = np.pad(region.astype(np.uint8), 1)
@@ -109,7 +110,7 @@ def test_shipped_prompt_path_honours_negative_clicks(tool, demo_samples):
     11 of 13 and reached 0.92; the shipped ones honour 16 of 16 negative and 24 of 36 positive
     clicks and reach 0.93."""
     from ibisagent.eval.interactive import simulate_sample
-    from ibisagent.eval.metrics import honoured_shares
+    from ibisagent.metrics import honoured_shares
 
     env = IbisEnv(tool, max_steps=6)
     rows = [simulate_sample(env, s, 6) for s in demo_samples]
@@ -127,7 +128,7 @@ def test_logits_upsampling_matches_torch_bilinear(original, content):
     import torch
     import torch.nn.functional as F
 
-    from ibisagent.tools.litemedsam import logits_to_mask
+    from ibisagent.tools.litemedsam_model import logits_to_mask
 
     logits = torch.randn(1, 1, 256, 256, generator=torch.Generator().manual_seed(0)) * 3
     h, w = content

@@ -7,10 +7,10 @@ import pytest
 
 from ibisagent.env.env import IbisEnv
 from ibisagent.env.protocol import parse_response
-from ibisagent.env.runner import run_episode
 from ibisagent.errors import IbisInputError
 from ibisagent.policies import make_policy
 from ibisagent.policies.baselines import BoxPromptPolicy, CentreClickPolicy, RandomClickPolicy, mask_box
+from ibisagent.policies.runner import run_episode
 
 
 class _Obs:
@@ -69,7 +69,7 @@ def test_box_baseline_segments_from_the_reference_box(original_tool, demo_sample
     policy = BoxPromptPolicy()
     init = policy.initial_prompt(original_tool, original_tool.embed(image), gt)
     ep = run_episode(env, policy, image, "Segment the spleen.", gt, init_mask=init)
-    from ibisagent.eval.metrics import iou
+    from ibisagent.metrics import iou
 
     assert iou(ep.final_mask, gt) > 0.8
     assert [s.kind for s in ep.steps] == ["stop"]

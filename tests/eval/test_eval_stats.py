@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from ibisagent.eval.metrics import answer_accuracy, stop_scores, yes_no
 from ibisagent.eval.stats import bootstrap_ci, paired_difference
+from ibisagent.metrics import answer_accuracy, stop_scores, yes_no
 
 
 def test_stop_scores():

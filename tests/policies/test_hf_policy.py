@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ibisagent.env.env import IbisEnv
-from ibisagent.env.runner import run_episode
 from ibisagent.errors import IbisInputError
 from ibisagent.policies import make_policy
+from ibisagent.policies.runner import run_episode
 
 
 @pytest.fixture(scope="module")

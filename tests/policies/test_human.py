@@ -6,10 +6,10 @@ import pytest
 
 from ibisagent.env.env import IbisEnv
 from ibisagent.env.protocol import parse_response
-from ibisagent.env.runner import run_episode
 from ibisagent.errors import IbisInputError
 from ibisagent.policies import make_policy
 from ibisagent.policies.human import command_to_turn
+from ibisagent.policies.runner import run_episode
 
 
 def test_commands():

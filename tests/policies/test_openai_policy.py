@@ -15,10 +15,10 @@ import pytest
 from ibisagent.env.env import IbisEnv, Observation
 from ibisagent.env.episode import Episode
 from ibisagent.env.protocol import SYSTEM_PROMPT, first_turn_text, format_response
-from ibisagent.env.runner import run_episode
 from ibisagent.policies import make_policy
 from ibisagent.policies.mock_server import MockChatServer
 from ibisagent.policies.openai_compat import PolicyServerError, base_url
+from ibisagent.policies.runner import run_episode
 
 CLICK = format_response("The liver is on the left.", "positive", 0.3, 0.45)
 STOP = format_response("Done.", "stop", answer="The liver is segmented.")
@@ -166,9 +166,9 @@ def _server(handler):
 
 def test_images_are_lossless_grey_when_grey_and_encoded_once_per_episode():
     from ibisagent.env.episode import StepRecord
-    from ibisagent.env.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
     from ibisagent.env.protocol import refinement_turn_text
     from ibisagent.io.rle import rle_encode
+    from ibisagent.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
     from ibisagent.policies.vlm_chat import cap_image
 
     rng = np.random.default_rng(0)

@@ -26,7 +26,7 @@ class Recorder(Policy):
 
 
 def test_history_rebuilds_every_observation(tool, small_case):
-    from ibisagent.env.runner import run_episode
+    from ibisagent.policies.runner import run_episode
 
     img, gt, query = small_case
     rec = Recorder()

@@ -93,8 +93,9 @@ def test_mean_of_the_five_terms():
 
 
 def test_env_reward_adapter(tool, demo_samples):
+    from ibisagent.clicker import next_click
     from ibisagent.env.env import IbisEnv
-    from ibisagent.policies.oracle import next_click, normalise
+    from ibisagent.geometry import pixel_to_norm as normalise
 
     image, gt = demo_samples[0].load()
     H, W = gt.shape

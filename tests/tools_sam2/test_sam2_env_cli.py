@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from ibisagent.cli.main import app
 from ibisagent.env.env import IbisEnv
 from ibisagent.env.episode import Episode
-from ibisagent.env.runner import run_episode
 from ibisagent.policies.oracle import OraclePolicy
+from ibisagent.policies.runner import run_episode
 
 runner = CliRunner()
 

@@ -6,9 +6,9 @@ import pytest
 
 from ibisagent.env.env import IbisEnv
 from ibisagent.env.protocol import format_response
-from ibisagent.env.runner import run_episode
 from ibisagent.errors import IbisInputError
 from ibisagent.policies.human import HumanPolicy
+from ibisagent.policies.runner import run_episode
 from ibisagent.policies.vlm_chat import training_chats
 from ibisagent.train.sft_data import IGNORE, ChatCollator, normalise_row
 

@@ -9,8 +9,8 @@ import pytest
 
 from ibisagent.env.env import IbisEnv
 from ibisagent.env.protocol import format_check
-from ibisagent.env.runner import run_episode
 from ibisagent.policies import make_policy
+from ibisagent.policies.runner import run_episode
 from ibisagent.train.sft import SFTRun, last_checkpoint, train_sft
 
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}

@@ -10,7 +10,7 @@ import pytest
 def test_session_loss_is_finite_and_trains_the_prompt_path(demo_samples, tool, p_box):
     import torch
 
-    from ibisagent.tools.litemedsam import build_model
+    from ibisagent.tools.litemedsam_model import build_model
     from ibisagent.train.tool import ToolTrainConfig, TrainItem, click_tensors, session_losses, target_in_frame
 
     items = []
@@ -46,7 +46,7 @@ def test_click_disks_cover_real_clicks_only():
 def test_click_loss_adds_a_term_that_can_only_raise_the_loss(demo_samples, tool):
     import torch
 
-    from ibisagent.tools.litemedsam import build_model
+    from ibisagent.tools.litemedsam_model import build_model
     from ibisagent.train.tool import ToolTrainConfig, TrainItem, session_losses, target_in_frame
 
     s = demo_samples[0]

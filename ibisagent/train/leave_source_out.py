@@ -1,0 +1,272 @@
+"""Leave-source-out evaluation of the compact policy (`ibisagent eval lso`): how it does on data
+from a source it never saw, as a user's own data would be.
+
+Sources are the dataset folders (each `pairs.csv` folder: every `more/<source>` and each folder of
+BiomedParse examples). They are dealt into `folds` folds, balanced by pair count; for each fold the
+compact policy is trained (SFT, `train.compact.train_compact`, `minutes` per fold) on every other
+source and played from the query alone on up to `per_source` targets of each source of the fold,
+beside the text-free baselines (centre click, salient click, the reference mask's box) on the same
+targets, and asked absent-target questions on the fold's images. Each fold's results are written
+atomically to OUT/fold_K.json as it ends, so a rerun continues where the last one stopped;
+`summarise` pools the folds with bootstrap intervals (`eval.stats`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ibisagent.errors import IbisInputError
+from ibisagent.io.images import atomic_write_bytes
+
+BASELINES = ("centre", "salient", "box")
+
+
+@dataclass
+class LSOConfig:
+    folds: int = 5
+    minutes: float = 6.0  # SFT minutes per fold (the full `train compact` run: 36 min SFT + 10 min GRPO)
+    per_source: int = 10  # evaluation targets per held-out source
+    train_per_source: int = 0  # training images per source (0 = all): a shorter cold cache
+    max_steps: int = 20
+    seed: int = 0
+    baselines: tuple[str, ...] = field(default_factory=lambda: BASELINES)
+
+
+def source_of(sample) -> str:
+    """A sample's source: its dataset folder."""
+    return sample.origin or sample.image.parent.name
+
+
+def _rank(seed: int, text: str) -> str:
+    return hashlib.sha1(f"{seed}:{text}".encode()).hexdigest()
+
+
+def assign_folds(samples, k: int) -> dict[str, int]:
+    """Source -> fold in [0, k): largest sources first, each to the fold with the fewest pairs so
+    far (ties: the lower fold), so folds hold about the same number of pairs."""
+    from collections import Counter
+
+    counts = Counter(source_of(s) for s in samples)
+    if k < 2 or k > len(counts):
+        raise IbisInputError("--folds", f"expected 2 to {len(counts)} folds for {len(counts)} sources, got {k}")
+    load, fold_of = [0] * k, {}
+    for src, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        f = min(range(k), key=lambda i: (load[i], i))
+        fold_of[src], load[f] = f, load[f] + n
+    return fold_of
+
+
+def in_seeded_order(samples, seed: int) -> list:
+    """Samples in a seeded order that does not depend on list order (a hash of seed and id)."""
+    return sorted(samples, key=lambda s: _rank(seed, s.id))
+
+
+def per_source(samples, n: int, seed: int, by_image: bool = False) -> list:
+    """At most `n` samples (or, `by_image`, the samples of at most `n` images) of each source, the
+    first in `in_seeded_order`; n <= 0: all."""
+    if n <= 0:
+        return list(samples)
+    out, taken = [], {}
+    for s in in_seeded_order(samples, seed):
+        src = source_of(s)
+        seen = taken.setdefault(src, set() if by_image else [])
+        if by_image:
+            if s.image in seen or len(seen) < n:
+                seen.add(s.image)
+                out.append(s)
+        elif len(seen) < n:
+            seen.append(s)
+            out.append(s)
+    return out
+
+
+def plan(samples, cfg: LSOConfig) -> tuple[dict[str, int], list, list]:
+    """(source -> fold, training pool, evaluation targets): the evaluation targets are the first
+    `per_source` of each source in seeded order; the training pool (`train_per_source` images per
+    source, 0 = all) is what a fold trains on from the sources outside it."""
+    positives = [s for s in samples if not s.negative]
+    fold_of = assign_folds(positives, cfg.folds)
+    targets = per_source(positives, cfg.per_source, cfg.seed)
+    pool = per_source(positives, cfg.train_per_source, cfg.seed, by_image=True)
+    return fold_of, pool, targets
+
+
+def images_needed(samples, cfg: LSOConfig) -> list[Path]:
+    """The images a run embeds: those of the training pool and of the evaluation targets."""
+    _, pool, targets = plan(samples, cfg)
+    return sorted({s.image for s in pool + targets})
+
+
+def fold_path(out: Path, fold: int) -> Path:
+    return out / f"fold_{fold}.json"
+
+
+def run_fold(fold: int, samples, emb_files: dict, cfg: LSOConfig, out: Path, log=print) -> dict:
+    """Train without fold `fold`'s sources, evaluate on them; writes OUT/fold_K.json (atomically)
+    and returns it. Weights already in OUT/fold_K/ (an interrupted run) are reused."""
+    from ibisagent.train.compact import (
+        CompactTrainConfig,
+        build_examples,
+        evaluate_absent,
+        evaluate_compact,
+        train_compact,
+    )
+
+    fold_of, pool, targets = plan(samples, cfg)
+    held_sources = sorted(s for s, f in fold_of.items() if f == fold)
+    train = [s for s in pool if fold_of[source_of(s)] != fold]
+    held = [s for s in targets if fold_of[source_of(s)] == fold]
+    t0 = time.perf_counter()
+    weights = out / f"fold_{fold}" / "compact_policy.pt"
+    train_cfg = CompactTrainConfig(minutes=cfg.minutes, seed=cfg.seed, heldout_percent=0)
+    if weights.exists():
+        log(f"fold {fold}: reusing {weights}")
+    else:
+        pos, neg, feats, skipped = build_examples(
+            train, emb_files, train_cfg.query_variants, cfg.seed, None, train_cfg.absent_per_image
+        )
+        log(f"fold {fold}: training {cfg.minutes:g} min on {len(pos)} targets of {len({source_of(s) for s in train})} sources")
+        train_compact(pos, neg, feats, weights.parent, train_cfg, log=log)
+    minutes_train = (time.perf_counter() - t0) / 60
+    record = {
+        "fold": fold,
+        "sources": held_sources,
+        "train_pairs": len(train),
+        "config": asdict(cfg),
+        "minutes_train": round(minutes_train, 2),
+        "source_of": {s.id: source_of(s) for s in held},
+        "results": {},
+    }
+    t1 = time.perf_counter()
+    for name in ("compact", *cfg.baselines):
+        spec = f"compact:{weights}" if name == "compact" else name
+        res = evaluate_compact(spec, held, emb_files, cfg.max_steps)
+        res["policy"] = name
+        record["results"][name] = res
+        log(f"fold {fold}: {name} mean IoU {res['mean_iou']:.3f} over {res['n']} targets")
+    absent = evaluate_absent(f"compact:{weights}", held, emb_files, cfg.max_steps)
+    record["absent"] = absent
+    record["minutes_eval"] = round((time.perf_counter() - t1) / 60, 2)
+    atomic_write_bytes(fold_path(out, fold), json.dumps(record, indent=1).encode())
+    return record
+
+
+def run_lso(samples, emb_files: dict, cfg: LSOConfig, out: Path, folds=None, log=print) -> dict:
+    """Every fold (or those in `folds`) not yet written to OUT, then `summarise`. A fold file written
+    with other settings is an error (use another OUT or remove it), not silently mixed in."""
+    out.mkdir(parents=True, exist_ok=True)
+    for fold in folds if folds is not None else range(cfg.folds):
+        if not 0 <= fold < cfg.folds:
+            raise IbisInputError("--fold", f"expected a fold in 0..{cfg.folds - 1}, got {fold}")
+        path = fold_path(out, fold)
+        if path.exists():
+            done = json.loads(path.read_text())
+            if done.get("config") != json.loads(json.dumps(asdict(cfg))):
+                raise IbisInputError(path, "written with other settings; use another --out or remove it")
+            log(f"fold {fold}: done already ({path})")
+            continue
+        run_fold(fold, samples, emb_files, cfg, out, log)
+    return summarise(out)
+
+
+def summarise(out: Path) -> dict:
+    """Pool OUT/fold_*.json: per policy the mean IoU over all targets with a 95% bootstrap interval,
+    each fold's mean, the compact policy's paired difference to each baseline (pooled and per fold),
+    per-source means, absent-target "no" share and present targets called absent. Writes
+    OUT/summary.json and OUT/summary.md."""
+    from ibisagent.eval.stats import bootstrap_ci, paired_difference
+
+    records = sorted((json.loads(p.read_text()) for p in out.glob("fold_*.json")), key=lambda r: r["fold"])
+    if not records:
+        raise IbisInputError(out, "no fold results yet (run: ibisagent eval lso DATA --out OUT)")
+    names = list(records[0]["results"])
+    pooled = {n: {} for n in names}
+    source_of = {}
+    for r in records:
+        source_of |= r["source_of"]
+        for n in names:
+            pooled[n] |= r["results"][n]["per_item"]
+    ids = sorted(set.intersection(*(set(pooled[n]) for n in names)))
+    summary = {"folds_done": [r["fold"] for r in records], "n_folds": records[0]["config"]["folds"]}
+    summary["config"] = records[0]["config"]
+    summary["n_targets"] = len(ids)
+    summary["policies"] = {}
+    for n in names:
+        values = [pooled[n][i] for i in ids]
+        lo, hi = bootstrap_ci(values)
+        summary["policies"][n] = {
+            "mean_iou": float(np.mean(values)) if values else float("nan"),
+            "low": lo,
+            "high": hi,
+            "per_fold": {r["fold"]: r["results"][n]["mean_iou"] for r in records},
+        }
+    summary["compact_minus"] = {
+        b: paired_difference([pooled[b][i] for i in ids], [pooled["compact"][i] for i in ids])
+        for b in names
+        if b != "compact"
+    }
+    if "centre" in names:
+        summary["compact_at_least_centre_on_every_fold"] = all(
+            r["results"]["compact"]["mean_iou"] >= r["results"]["centre"]["mean_iou"] for r in records
+        )
+    by_source: dict[str, dict[str, list]] = {}
+    for i in ids:
+        for n in names:
+            by_source.setdefault(source_of[i], {}).setdefault(n, []).append(pooled[n][i])
+    summary["per_source"] = {
+        s: {"n": len(v["compact"])} | {n: float(np.mean(v[n])) for n in names} for s, v in sorted(by_source.items())
+    }
+    compact = [r["results"]["compact"] for r in records]
+    weights = [c["n"] for c in compact]
+    summary["called_absent"] = float(np.average([c["called_absent"] for c in compact], weights=weights))
+    summary["no_mask"] = float(np.average([c["no_mask"] for c in compact], weights=weights))
+    absent = [r["absent"] for r in records]
+    summary["absent_said_no"] = float(
+        np.average([a["stop_no_accuracy"] for a in absent], weights=[max(a["n"], 1) for a in absent])
+    )
+    summary["absent_n"] = int(sum(a["n"] for a in absent))
+    summary["minutes"] = {
+        "train": round(sum(r["minutes_train"] for r in records), 1),
+        "eval": round(sum(r["minutes_eval"] for r in records), 1),
+    }
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
+    atomic_write_bytes(out / "summary.md", summary_markdown(summary).encode())
+    return summary
+
+
+def summary_markdown(summary: dict) -> str:
+    """The summary as Markdown tables (policies; per source)."""
+    names = list(summary["policies"])
+    folds = summary["folds_done"]
+    lines = [
+        f"Leave-source-out, folds {', '.join(map(str, folds))} of {summary['n_folds']}, "
+        f"{summary['n_targets']} targets from the query alone (95% bootstrap intervals).",
+        "",
+        "| policy | mean IoU | 95% interval | " + " | ".join(f"fold {f}" for f in folds) + " |",
+        "|---|---|---|" + "---|" * len(folds),
+    ]
+    for n in names:
+        p = summary["policies"][n]
+        per = " | ".join(f"{p['per_fold'][f] if f in p['per_fold'] else p['per_fold'][str(f)]:.3f}" for f in folds)
+        lines.append(f"| {n} | {p['mean_iou']:.3f} | [{p['low']:.3f}, {p['high']:.3f}] | {per} |")
+    lines.append("")
+    for b, d in summary["compact_minus"].items():
+        lines.append(f"- compact - {b}: {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] over {d['n']} targets")
+    if "compact_at_least_centre_on_every_fold" in summary:
+        lines.append(f"- compact at least the centre click on every fold: {summary['compact_at_least_centre_on_every_fold']}")
+    lines.append(
+        f"- present targets called absent: {summary['called_absent']:.1%}; episodes without a mask: "
+        f"{summary['no_mask']:.1%}; absent-target questions answered no: {summary['absent_said_no']:.1%} "
+        f"of {summary['absent_n']}"
+    )
+    lines.append(f"- minutes: training {summary['minutes']['train']}, evaluation {summary['minutes']['eval']}")
+    lines += ["", "| source | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for s, v in summary["per_source"].items():
+        lines.append(f"| {s} | {v['n']} | " + " | ".join(f"{v[n]:.3f}" for n in names) + " |")
+    return "\n".join(lines) + "\n"
