@@ -38,8 +38,8 @@ def make_volume(path: Path) -> tuple[int, ...]:
 
 
 def main() -> None:
+    from ibisagent.data.scans import load_volume
     from ibisagent.data.segment_volume import segment_volume
-    from ibisagent.data.volume_io import load_volume
 
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "vol.nii.gz", Path(tmp) / "mask.nii.gz"

@@ -12,6 +12,7 @@ import binascii
 import io
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -136,3 +137,35 @@ def jpeg_b64(image: np.ndarray, quality: int = 90) -> str:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="JPEG", quality=quality)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def mask_out(mask: np.ndarray, outputs, image: np.ndarray | None = None, clicks=None) -> dict:
+    """The response's mask: area plus the encodings asked for (rle, png, overlay)."""
+    from ibisagent.io.rle import rle_encode
+    from ibisagent.overlay import render_overlay
+
+    out: dict[str, Any] = {"area": int(np.count_nonzero(mask))}
+    if "rle" in outputs:
+        out["rle"] = rle_encode(mask)
+    if "png" in outputs:
+        out["png"] = png_b64(mask)
+    if "overlay" in outputs and image is not None:
+        out["overlay"] = jpeg_b64(render_overlay(image, mask, clicks=clicks, contour=True))
+    return out
+
+
+def step_out(rec, area: int) -> dict:
+    """A StepRecord as the API shows it (schemas.StepOut, without the overlay)."""
+    from ibisagent.env.protocol import parse_response
+
+    return {
+        "index": rec.index,
+        "kind": rec.kind,
+        "click": rec.click,
+        "reasoning": parse_response(rec.response).think if rec.response else None,
+        "answer": rec.answer,
+        "error": rec.error,
+        "iou": rec.iou,
+        "score": rec.score,
+        "area": area,
+    }

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ibisagent.app.codec import VOLUME_KINDS, decode_image, decode_mask, jpeg_b64, png_b64
+from ibisagent.app.codec import VOLUME_KINDS, decode_image, decode_mask, mask_out, step_out
 from ibisagent.app.config import ServeConfig
 from ibisagent.app.errors import bad_request, busy, not_found, unsupported
 from ibisagent.app.schemas import SegmentRequest, SliceRequest, ToolRequest, VolumeMaskRequest
@@ -130,38 +130,6 @@ class Slots:
             return await anyio.to_thread.run_sync(fn, *args)
         finally:
             self._sem.release()
-
-
-def mask_out(mask: np.ndarray, outputs, image: np.ndarray | None = None, clicks=None) -> dict:
-    """The response's mask: area plus the encodings asked for (rle, png, overlay)."""
-    from ibisagent.io.rle import rle_encode
-    from ibisagent.overlay import render_overlay
-
-    out: dict[str, Any] = {"area": int(np.count_nonzero(mask))}
-    if "rle" in outputs:
-        out["rle"] = rle_encode(mask)
-    if "png" in outputs:
-        out["png"] = png_b64(mask)
-    if "overlay" in outputs and image is not None:
-        out["overlay"] = jpeg_b64(render_overlay(image, mask, clicks=clicks, contour=True))
-    return out
-
-
-def step_out(rec, area: int) -> dict:
-    """A StepRecord as the API shows it (schemas.StepOut, without the overlay)."""
-    from ibisagent.env.protocol import parse_response
-
-    return {
-        "index": rec.index,
-        "kind": rec.kind,
-        "click": rec.click,
-        "reasoning": parse_response(rec.response).think if rec.response else None,
-        "answer": rec.answer,
-        "error": rec.error,
-        "iou": rec.iou,
-        "score": rec.score,
-        "area": area,
-    }
 
 
 class _EpisodeTimeout(Exception):

@@ -299,7 +299,7 @@ class Sessions:
 
     # -- the answer -------------------------------------------------------------------
     def state(self, session: Session, outputs, step: bool = False) -> dict:
-        from ibisagent.app.service import mask_out, step_out
+        from ibisagent.app.codec import mask_out, step_out
 
         env, ep = session.env, session.env.episode
         clicks = [(int(x), int(y), int(lab)) for (x, y), lab in zip(env.points, env.labels)]

@@ -31,7 +31,8 @@ class StoredVolume:
 def load_volume_upload(data: bytes, name: str, kind: str, max_bytes: int):
     """Uploaded bytes (kind "nifti", "gzip" = .nii.gz, or "dicom") -> Volume; 400/413/415 on failure."""
     try:
-        from ibisagent.data.volume_io import VolumeTooLarge, load_volume
+        from ibisagent.data.scans import load_volume
+        from ibisagent.data.volume_io import VolumeTooLarge
     except ImportError:
         raise unsupported(f"{name}: volumes need the volumes extra: pip install 'ibisagent[volumes]'") from None
     with tempfile.TemporaryDirectory(prefix="ibisagent-volume-") as tmp:

@@ -106,7 +106,7 @@ def segment(
         retries=retries,
         clicks=clicks,
     )
-    from ibisagent.data.volume_io import is_scan_path
+    from ibisagent.data.scans import is_scan_path
 
     if is_scan_path(image):
         vol = dict(axis=axis, slices=slices, window=window)

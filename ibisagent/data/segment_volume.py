@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ibisagent.data.volume_io import Volume, _nib, axis_index, from_display, load_volume, plane_index
+from ibisagent.data.scans import load_volume
+from ibisagent.data.volume_io import Volume, _nib, axis_index, from_display, plane_index
 from ibisagent.data.windowing import to_uint8
 from ibisagent.errors import IbisInputError
 

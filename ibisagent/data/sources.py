@@ -117,7 +117,7 @@ def open_dataset(spec: str | Path, volume: VolumeOptions | None = None, _depth: 
 
 
 def _volume(path: Path, opts: VolumeOptions) -> LoadReport:
-    from ibisagent.data.volume_io import load_volume
+    from ibisagent.data.scans import load_volume
     from ibisagent.data.volumes import volume_samples
 
     if not opts.labels:

@@ -17,7 +17,8 @@ import numpy as np
 
 from ibisagent.data.pairs import Sample
 from ibisagent.data.report import LoadReport
-from ibisagent.data.volume_io import Volume, axis_index, display, load_label_map, load_volume, plane_index
+from ibisagent.data.scans import load_label_map, load_volume
+from ibisagent.data.volume_io import Volume, axis_index, display, plane_index
 from ibisagent.data.windowing import to_uint8
 from ibisagent.errors import IbisInputError
 

@@ -4,7 +4,6 @@ name, so it runs through the app's serialising wrapper of the tool."""
 import pytest
 
 from ibisagent.errors import IbisInputError
-
 from tests.app.conftest import XRAY
 
 

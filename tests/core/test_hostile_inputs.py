@@ -168,7 +168,7 @@ def _nifti(tmp_path, **patch) -> bytes:
     ],
 )
 def test_bad_nifti_is_one_line(tmp_path, case, make, words):
-    from ibisagent.data.volume_io import load_volume
+    from ibisagent.data.scans import load_volume
 
     suffix = ".nii.gz" if case == "header lies" else ".nii"
     path = tmp_path / f"bad{suffix}"

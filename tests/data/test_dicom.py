@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ibisagent.data.volume_io import load_volume
+from ibisagent.data.scans import load_volume
 from ibisagent.errors import IbisInputError
 
 pydicom = pytest.importorskip("pydicom")

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ibisagent.data.scans import load_volume
 from ibisagent.data.segment_volume import parse_slice_range, segment_volume
-from ibisagent.data.volume_io import load_volume
 from ibisagent.data.volumes import mni152_samples, parse_label_names, volume_samples
 from ibisagent.data.windowing import ct_window, to_uint8
 from ibisagent.errors import IbisInputError

@@ -69,7 +69,7 @@ def test_nifti_dicom_file_and_series_take_the_default_policy(tmp_path, monkeypat
     default (compact) policy; the mask comes back as NIfTI with the input's geometry, under
     runs/segment/ when no --out is given (never beside the input)."""
     pytest.importorskip("pydicom")
-    from ibisagent.data.volume_io import load_volume
+    from ibisagent.data.scans import load_volume
 
     src = datasets.load_mni152_template(resolution=2)
     inputs = tmp_path / "in"
