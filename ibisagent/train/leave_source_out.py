@@ -131,7 +131,9 @@ def run_fold(fold: int, samples, emb_files: dict, cfg: LSOConfig, out: Path, log
         pos, neg, feats, skipped = build_examples(
             train, emb_files, train_cfg.query_variants, cfg.seed, None, train_cfg.absent_per_image
         )
-        log(f"fold {fold}: training {cfg.minutes:g} min on {len(pos)} targets of {len({source_of(s) for s in train})} sources")
+        log(
+            f"fold {fold}: training {cfg.minutes:g} min on {len(pos)} targets of {len({source_of(s) for s in train})} sources"
+        )
         train_compact(pos, neg, feats, weights.parent, train_cfg, log=log)
     minutes_train = (time.perf_counter() - t0) / 60
     record = {
@@ -259,7 +261,9 @@ def summary_markdown(summary: dict) -> str:
     for b, d in summary["compact_minus"].items():
         lines.append(f"- compact - {b}: {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] over {d['n']} targets")
     if "compact_at_least_centre_on_every_fold" in summary:
-        lines.append(f"- compact at least the centre click on every fold: {summary['compact_at_least_centre_on_every_fold']}")
+        lines.append(
+            f"- compact at least the centre click on every fold: {summary['compact_at_least_centre_on_every_fold']}"
+        )
     lines.append(
         f"- present targets called absent: {summary['called_absent']:.1%}; episodes without a mask: "
         f"{summary['no_mask']:.1%}; absent-target questions answered no: {summary['absent_said_no']:.1%} "

@@ -1,0 +1,103 @@
+"""Leave-source-out folds: grouping by source, target choice, resumable fold files, pooled summary."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ibisagent.data.pairs import Sample
+from ibisagent.errors import IbisInputError
+from ibisagent.train import leave_source_out as lso
+
+
+def fake_samples(sizes: dict[str, int]) -> list[Sample]:
+    return [
+        Sample(Path(f"/d/{src}/images/{i:03d}.png"), Path(f"/d/{src}/masks/{i:03d}.png"), "liver", origin=src)
+        for src, n in sizes.items()
+        for i in range(n)
+    ]
+
+
+def test_folds_keep_each_source_whole_and_balance_pairs():
+    samples = fake_samples({"a": 40, "b": 30, "c": 20, "d": 10, "e": 10, "f": 5})
+    fold_of = lso.assign_folds(samples, 3)
+    assert set(fold_of) == {"a", "b", "c", "d", "e", "f"} and set(fold_of.values()) == {0, 1, 2}
+    load = [sum(1 for s in samples if fold_of[s.origin] == k) for k in range(3)]
+    assert max(load) - min(load) <= 10, load
+    with pytest.raises(IbisInputError, match="folds"):
+        lso.assign_folds(samples, 7)
+
+
+def test_targets_per_source_are_seeded_and_independent_of_list_order():
+    samples = fake_samples({"a": 40, "b": 3})
+    cfg = lso.LSOConfig(folds=2, per_source=5, train_per_source=10)
+    _, pool, targets = lso.plan(samples, cfg)
+    _, pool2, targets2 = lso.plan(list(reversed(samples)), cfg)
+    assert [s.id for s in targets] == [s.id for s in targets2]
+    assert sum(s.origin == "a" for s in targets) == 5 and sum(s.origin == "b" for s in targets) == 3
+    assert len({s.image for s in pool if s.origin == "a"}) == 10 and {s.id for s in pool} == {s.id for s in pool2}
+    # the evaluation targets come first in the same seeded order, so they are among the pool's images
+    assert {s.image for s in targets if s.origin == "a"} <= {s.image for s in pool}
+    other = lso.plan(samples, lso.LSOConfig(folds=2, per_source=5, seed=1))[2]
+    assert [s.id for s in other] != [s.id for s in targets]
+
+
+def fold_record(fold: int, cfg: lso.LSOConfig, items: dict[str, dict[str, float]], source: str) -> dict:
+    results = {}
+    for name, per_item in items.items():
+        results[name] = {
+            "n": len(per_item),
+            "mean_iou": sum(per_item.values()) / len(per_item),
+            "per_item": per_item,
+            "called_absent": 0.0,
+            "no_mask": 0.0,
+        }
+    return {
+        "fold": fold,
+        "sources": [source],
+        "config": json.loads(json.dumps(lso.asdict(cfg))),
+        "minutes_train": 1.0,
+        "minutes_eval": 0.5,
+        "source_of": {i: source for i in items["compact"]},
+        "results": results,
+        "absent": {"n": 4, "stop_no_accuracy": 0.75},
+    }
+
+
+def test_summary_pools_folds_with_intervals_and_checks_the_centre_click(tmp_path):
+    cfg = lso.LSOConfig(folds=2, baselines=("centre",))
+    recs = [
+        fold_record(0, cfg, {"compact": {"a1": 0.8, "a2": 0.6}, "centre": {"a1": 0.2, "a2": 0.4}}, "a"),
+        fold_record(1, cfg, {"compact": {"b1": 0.1, "b2": 0.2}, "centre": {"b1": 0.3, "b2": 0.4}}, "b"),
+    ]
+    for r in recs:
+        (tmp_path / f"fold_{r['fold']}.json").write_text(json.dumps(r))
+    s = lso.summarise(tmp_path)
+    assert s["n_targets"] == 4 and s["folds_done"] == [0, 1]
+    assert s["policies"]["compact"]["mean_iou"] == pytest.approx(0.425)
+    assert s["policies"]["compact"]["low"] <= 0.425 <= s["policies"]["compact"]["high"]
+    assert s["compact_minus"]["centre"]["diff"] == pytest.approx(0.425 - 0.325)
+    assert s["compact_at_least_centre_on_every_fold"] is False  # fold 1: 0.15 < 0.35
+    assert s["per_source"]["b"]["centre"] == pytest.approx(0.35)
+    assert s["absent_said_no"] == pytest.approx(0.75)
+    assert "| compact | 0.425 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_done_folds_are_skipped_and_other_settings_refused(tmp_path, monkeypatch):
+    cfg = lso.LSOConfig(folds=2, baselines=("centre",))
+    samples = fake_samples({"a": 4, "b": 4})
+    done = fold_record(0, cfg, {"compact": {"a1": 0.5}, "centre": {"a1": 0.4}}, "a")
+    (tmp_path / "fold_0.json").write_text(json.dumps(done))
+    ran = []
+
+    def fake_run_fold(fold, samples, emb_files, cfg, out, log=print):
+        ran.append(fold)
+        rec = fold_record(fold, cfg, {"compact": {"b1": 0.5}, "centre": {"b1": 0.4}}, "b")
+        (out / f"fold_{fold}.json").write_text(json.dumps(rec))
+        return rec
+
+    monkeypatch.setattr(lso, "run_fold", fake_run_fold)
+    summary = lso.run_lso(samples, {}, cfg, tmp_path, log=lambda *a: None)
+    assert ran == [1] and summary["folds_done"] == [0, 1]
+    with pytest.raises(IbisInputError, match="other settings"):
+        lso.run_lso(samples, {}, lso.LSOConfig(folds=2, minutes=1.0, baselines=("centre",)), tmp_path, log=print)
