@@ -15,7 +15,7 @@ ToolOpt = Annotated[
     typer.Option(
         "--tool",
         help="Segmentation tool: litemedsam, litemedsam:original, litemedsam:PATH.pt, "
-        "sam2:CONFIG.yaml:CHECKPOINT.pt (SAM2.1 / MedSAM2; needs the sam2 extra, see README; "
+        "sam2:CONFIG.yaml:CHECKPOINT.pt (SAM2.1 / MedSAM2; needs the sam2 extra, docs/tools.md; "
         "medsam2: is the same), or a tool server http://HOST:PORT (ibisagent serve)",
     ),
 ]

@@ -22,7 +22,7 @@ def saved_setting(weights: Path, key: str) -> dict | None:
 
 # What a run spends after SFT besides GRPO, kept from SFT under a --budget: the held-out evaluation
 # per pair and compact stage (its episodes, absent-target and unknown-query questions, the text-free
-# baselines' share), above the 0.46 s that 2 cores took at stop 34 (the report's "timings": 3.4 min
+# baselines' share), above the 0.46 s that 2 cores took in a measured run (the report's "timings": 3.4 min
 # for 2 x 221 pairs), and a fixed part (the PCA and presence fits, saving, GRPO's last step).
 EVAL_SECONDS_PER_PAIR = 0.75
 FIXED_MINUTES = 1.0
