@@ -59,7 +59,7 @@ def _print_skipped(report, limit: int = 20) -> None:
 @app.command()
 def inspect(
     path: PathArg,
-    sheet: Annotated[Path | None, typer.Option(help="Contact-sheet PNG (default: inspect_sheet.png here)")] = None,
+    sheet: Annotated[Path | None, typer.Option(help="Contact-sheet PNG (default: runs/inspect_sheet.png)")] = None,
     n: Annotated[int, typer.Option(min=1, max=400, help="Samples on the contact sheet")] = 24,
     check: Annotated[bool, typer.Option(help="Open every sample (sizes, binary, non-empty masks)")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write counts and skips as JSON")] = None,
@@ -110,7 +110,7 @@ def _inspect(path, sheet, n, check, json_out, labels, names, axis, window, negat
         typer.echo(f"  {v:6d}  {k}")
     _print_skipped(report)
     if samples:
-        sheet = sheet or Path("inspect_sheet.png")
+        sheet = sheet or Path("runs") / "inspect_sheet.png"
         save_png(sheet, contact_sheet(samples, n=n))
         typer.echo(f"contact sheet: {sheet}")
     if json_out:
