@@ -320,3 +320,128 @@ def _lso(data, out, folds, minutes, per_source, train_per_source, fold, max_step
     summary = run_lso(samples, emb_files, cfg, out, folds=fold, log=console.print)
     typer.echo((out / "summary.md").read_text())
     typer.echo(f"summary: {out / 'summary.json'} (folds done: {summary['folds_done']})")
+
+
+heldout_app = typer.Typer(
+    help="The held-out split of train compact / train tool (15% of the images of the training sources), "
+    "for any weights. For sources never trained on: ibisagent eval lso.",
+    no_args_is_help=True,
+)
+app.add_typer(heldout_app, name="heldout")
+DataArg = Annotated[list[Path], typer.Argument(help="Datasets as given to train compact / train tool")]
+HeldoutOpt = Annotated[int, typer.Option(min=1, max=99, help="Percent of images held out (as in training)")]
+CacheOpt = Annotated[Path | None, typer.Option(help="Embedding cache (default: the train commands' cache)")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here")]
+
+
+@heldout_app.command("compact")
+def heldout_compact_cmd(
+    data: DataArg,
+    weights: Annotated[
+        list[str] | None,
+        typer.Option(help="Compact weights (repeatable; each after the first is compared with it, paired by target)"),
+    ] = None,
+    heldout: HeldoutOpt = 15,
+    split: Annotated[
+        str, typer.Option(help="heldout: the split train compact reports; val: the validation images after it")
+    ] = "heldout",
+    val: Annotated[int, typer.Option(min=1, max=99, help="Percent of images in the validation split")] = 10,
+    max_steps: MaxStepsOpt = 20,
+    present_only: Annotated[bool, typer.Option(help="Only episodes on present targets")] = False,
+    absent_only: Annotated[bool, typer.Option(help="Only absent-target and out-of-domain questions")] = False,
+    lookahead: Annotated[int | None, typer.Option(help="Candidate clicks per sign (default: the policy's)")] = None,
+    min_gain: Annotated[float | None, typer.Option(help="The policy's stop rule (default: its own)")] = None,
+    click_margin: Annotated[float | None, typer.Option(help="The policy's click margin (default: its own)")] = None,
+    guess_floor: Annotated[float | None, typer.Option(help="The policy's best-guess floor (default: its own)")] = None,
+    reference_belief: Annotated[
+        bool, typer.Option(help="The reference mask as the belief map: the ceiling of a better belief net")
+    ] = False,
+    cache_dir: CacheOpt = None,
+    embed: Annotated[bool, typer.Option(help="Embed the split's uncached images first")] = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """Compact-policy episodes from the query alone on the held-out split: mean IoU per category,
+    absent-target "no" share, out-of-domain queries; one JSON line per weights file.
+
+    Example: ibisagent eval heldout compact ../shared/data --weights ibisagent/policies/weights/compact_policy.pt
+    """
+    given = {"lookahead": lookahead, "min_gain": min_gain, "click_margin": click_margin, "guess_floor": guess_floor}
+    run_guarded(
+        _heldout_compact, data, weights, heldout, split, val, max_steps, present_only, absent_only,
+        {k: v for k, v in given.items() if v is not None}, reference_belief, cache_dir, embed, json_out,
+    )  # fmt: skip
+
+
+def _heldout_compact(
+    data, weights, heldout, split, val, max_steps, present_only, absent_only, kwargs, reference_belief, cache_dir,
+    embed, json_out,
+):  # fmt: skip
+    from ibisagent.errors import IbisInputError
+    from ibisagent.io.images import atomic_write_bytes
+    from ibisagent.policies.compact import WEIGHTS
+    from ibisagent.train.heldout import heldout_compact, heldout_samples
+
+    if present_only and absent_only:
+        raise IbisInputError("--present-only", "give at most one of --present-only and --absent-only")
+    held, emb_files = heldout_samples(data, heldout, split, val, cache_dir, embed)
+    typer.echo(f"{len(held)} {split} pairs ({len(emb_files)} images with cached embeddings)", err=True)
+    lines = []
+    for line in heldout_compact(
+        held, emb_files, weights or [str(WEIGHTS)], max_steps, not absent_only, not present_only, kwargs,
+        reference_belief,
+    ):  # fmt: skip
+        lines.append(line)
+        typer.echo(json.dumps(line))
+    if json_out:
+        atomic_write_bytes(json_out, json.dumps(lines, indent=1).encode())
+
+
+@heldout_app.command("tool")
+def heldout_tool_cmd(
+    data: DataArg,
+    config: Annotated[
+        list[str] | None,
+        typer.Option(help="weights:strategy (repeatable; default original:points+prior clicks:points+prior)"),
+    ] = None,
+    max_clicks: Annotated[int, typer.Option(min=1, max=50, help="Simulated clicks per target")] = 10,
+    heldout: HeldoutOpt = 15,
+    components: Annotated[
+        str, typer.Option(help="all, or only targets whose mask is one region (single) or several (multi)")
+    ] = "all",
+    cache_dir: CacheOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """The reference click simulator against tool configurations on the held-out split: IoU after
+    1/3/5/10 clicks, NoC@80/85/90, GT-box IoU, share of clicks honoured.
+
+    Example: ibisagent eval heldout tool ../shared/data --config clicks:box+points+prior --max-clicks 20
+    """
+    run_guarded(_heldout_tool, data, config, max_clicks, heldout, components, cache_dir, json_out)
+
+
+def _heldout_tool(data, configs, max_clicks, heldout, components, cache_dir, json_out):
+    from ibisagent.io.images import atomic_write_bytes
+    from ibisagent.train.heldout import heldout_samples, heldout_tool
+    from ibisagent.train.tool_pipeline import format_share
+
+    held, emb_files = heldout_samples(data, heldout, cache_dir=cache_dir)
+    typer.echo(
+        f"{len(held)} held-out pairs ({len(emb_files)} images with cached embeddings), up to {max_clicks} clicks"
+    )
+    typer.echo(
+        f"{'weights:strategy':<28}{'IoU@1':>7}{'IoU@3':>7}{'IoU@5':>7}{'IoU@10':>7}{'NoC80':>7}{'NoC85':>7}"
+        f"{'NoC90':>7}{'box':>7}{'+ok':>6}{'-ok':>6}"
+    )
+    results = {}
+    for cfg, s in heldout_tool(
+        held, emb_files, configs or ["original:points+prior", "clicks:points+prior"], max_clicks, components
+    ):
+        m, n, h = s["mean_iou_at"], s["noc"], s["clicks_honoured"]
+        at = [f"{m.get(str(k), float('nan')):7.3f}" for k in (1, 3, 5, 10)]
+        typer.echo(
+            f"{cfg:<28}{''.join(at)}{n['80']:7.2f}{n['85']:7.2f}{n['90']:7.2f}{s['box_iou']:7.3f}"
+            f"{format_share(h['positive']):>6}{format_share(h['negative']):>6}"
+        )
+        results[cfg] = s
+        if json_out:
+            atomic_write_bytes(json_out, json.dumps(results, indent=1).encode())

@@ -15,7 +15,7 @@ once and cached on disk) with simulated interactive sessions, RITM-style:
   refinement case); some are plain box prompts so box use does not regress;
 - a 10x larger step for the point / padding / no-mask embeddings than for the decoder: box
   training never touched them, and at the decoder's rate a negative click stays a second
-  positive one (the mask grows around it; `bench/eval_tool_heldout.py` reports the share of
+  positive one (the mask grows around it; `ibisagent eval heldout tool` reports the share of
   clicks honoured).
 
 Everything is in the 256 x 256 model-input frame: targets are the reference masks resized with
