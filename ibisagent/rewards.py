@@ -117,11 +117,26 @@ def score_terms(
     after = None if gt is None or mask_after is None else mask_iou(mask_after, gt)
     if action.kind == "stop" and gt is not None and prev_mask is not None:
         after = mask_iou(prev_mask, gt)
+    return action_terms(action, format_score(text), after, prev_mask, gt, prev_iou, step, expected, closed)
+
+
+def action_terms(
+    action: Action,
+    format_s: float,
+    iou_after: float | None,
+    prev_mask: np.ndarray | None,
+    gt: np.ndarray | None,
+    prev_iou: float | None,
+    step: int,
+    expected: str | None = None,
+    closed: bool = False,
+) -> dict[str, float]:
+    """The five terms of one parsed action and their mean (`total`): the one place they are summed."""
     terms = {
-        "format": format_score(text),
-        "ans": answer_score(action, after, expected, closed),
+        "format": format_s,
+        "ans": answer_score(action, iou_after, expected, closed),
         "click": 0.0 if gt is None or prev_mask is None else click_score(action, prev_mask, gt),
-        "pseg": pseg_score(after, prev_iou, action),
+        "pseg": pseg_score(iou_after, prev_iou, action),
         "len": length_score(step),
     }
     terms["total"] = sum(terms[k] for k in TERMS) / len(TERMS)
@@ -136,16 +151,19 @@ def make_env_reward(expected: str | None = None, closed: bool = False) -> Callab
     def reward(ctx: dict) -> float:
         action: Action = ctx["action"]
         text = ctx.get("response") or ""
-        gt = ctx.get("gt")
-        after = ctx.get("iou")
-        terms = {
-            "format": format_score(text) if text else float(action.kind != "invalid"),
-            "ans": answer_score(action, after, expected, closed),
-            "click": 0.0 if gt is None else click_score(action, ctx["prev_mask"], gt),
-            "pseg": pseg_score(after, ctx.get("prev_iou"), action),
-            "len": length_score(int(ctx["step"])),
-        }
-        return sum(terms[k] for k in TERMS) / len(TERMS)
+        fmt = format_score(text) if text else float(action.kind != "invalid")
+        terms = action_terms(
+            action,
+            fmt,
+            ctx.get("iou"),
+            ctx["prev_mask"],
+            ctx.get("gt"),
+            ctx.get("prev_iou"),
+            int(ctx["step"]),
+            expected,
+            closed,
+        )
+        return terms["total"]
 
     return reward
 
@@ -201,18 +219,14 @@ class StepScorer:
             key = (row["image_path"], row.get("init_mask") or "", clicks[:-1])
             state = self._prefix.get(key)
             if state is None:
-                state = self._snapshot(self._env(row, clicks[:-1]))
-            env.points, env.labels, env.mask, env.logits = list(state[0]), list(state[1]), state[2], state[3]
+                state = self._env(row, clicks[:-1]).snapshot()
+            env.restore(state)
             x, y, label = clicks[-1]
             env.step(Action("positive" if label == 1 else "negative", *pixel_to_norm(x, y, W, H)))
-            self._prefix[(row["image_path"], row.get("init_mask") or "", clicks)] = self._snapshot(env)
+            self._prefix[(row["image_path"], row.get("init_mask") or "", clicks)] = env.snapshot()
             while len(self._prefix) > self.cache_size:
                 self._prefix.popitem(last=False)
         return env
-
-    @staticmethod
-    def _snapshot(env) -> tuple:
-        return (tuple(env.points), tuple(env.labels), env.mask, env.logits)
 
     def terms(self, text: str, row: dict) -> dict[str, float]:
         clicks = tuple(tuple(int(v) for v in c) for c in row.get("prev_clicks") or [])

@@ -50,6 +50,36 @@ class Observation:
 RewardFn = Callable[[dict], float]
 
 
+@dataclass(frozen=True)
+class EnvState:
+    """Everything `IbisEnv.step` changes, as `IbisEnv.snapshot` took it: enough to undo steps or to
+    continue from a shared prefix of clicks. The mask is bit-packed (`nbytes` counts what is held)."""
+
+    points: tuple[tuple[float, float], ...]  # (x, y) pixels
+    labels: tuple[int, ...]  # 1 positive, 0 negative
+    packed_mask: np.ndarray  # np.packbits of the H x W bool mask
+    mask_shape: tuple[int, int]
+    logits: Any  # the tool's low-res logits (or None)
+    t: int
+    recent: tuple[tuple, ...]
+    done: bool
+    n_steps: int
+    stop_reason: str | None
+    answer: str | None
+
+    @property
+    def mask(self) -> np.ndarray:
+        H, W = self.mask_shape
+        return np.unpackbits(self.packed_mask, count=H * W).reshape(H, W).astype(bool)
+
+    @property
+    def nbytes(self) -> int:
+        logits = getattr(self.logits, "nbytes", None)
+        if logits is None and hasattr(self.logits, "element_size"):  # a torch tensor
+            logits = self.logits.element_size() * self.logits.nelement()
+        return int(self.packed_mask.nbytes) + int(logits or 0) + 16 * (len(self.points) + len(self.recent))
+
+
 def iou_gain_reward(ctx: dict) -> float:
     """Default per-step reward: IoU after minus IoU before (0 without a reference mask)."""
     if ctx.get("iou") is None:
@@ -175,6 +205,41 @@ class IbisEnv:
 
     def current_iou(self) -> float | None:
         return None if self.gt is None else mask_iou(self.mask, self.gt)
+
+    def snapshot(self) -> EnvState:
+        """The state after the steps so far (after `reset`), for `restore`."""
+        ep = self.episode
+        return EnvState(
+            points=tuple(self.points),
+            labels=tuple(self.labels),
+            packed_mask=np.packbits(self.mask),
+            mask_shape=self.mask.shape,
+            logits=self.logits,
+            t=self.t,
+            recent=tuple(self._recent),
+            done=self.done,
+            n_steps=len(ep.steps),
+            stop_reason=ep.stop_reason,
+            answer=ep.answer,
+        )
+
+    def restore(self, state: EnvState) -> None:
+        """Go back to `state`, taken on this episode (undo: later step records are dropped) or on
+        another episode of the same image and query (continue from its clicks)."""
+        if state.mask_shape != self.image.shape[:2]:
+            raise ValueError(f"the state is for a {state.mask_shape} image, this one is {self.image.shape[:2]}")
+        self.points, self.labels = list(state.points), list(state.labels)
+        self.mask, self.logits = state.mask, state.logits
+        self.t, self._recent, self.done = state.t, list(state.recent), state.done
+        del self.episode.steps[state.n_steps :]
+        self.episode.stop_reason, self.episode.answer = state.stop_reason, state.answer
+
+    def set_reference(self, gt_mask: np.ndarray | None) -> None:
+        """Give (or take away) the reference mask mid-episode: IoU and rewards use it from now on."""
+        H, W = self.image.shape[:2]
+        if gt_mask is not None and np.asarray(gt_mask).shape != (H, W):
+            raise ValueError(f"reference mask is {np.asarray(gt_mask).shape[::-1]} but the image is {(W, H)}")
+        self.gt = None if gt_mask is None else np.asarray(gt_mask, bool)
 
     # -- helpers ----------------------------------------------------------------------
     def _repeated(self, action: Action) -> bool:

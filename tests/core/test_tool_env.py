@@ -137,3 +137,29 @@ def test_logits_upsampling_matches_torch_bilinear(original, content):
     assert out.shape == original and out.dtype == bool
     # float rounding may flip a pixel whose logit is within 1e-6 of 0
     assert (out != ref.numpy()).sum() <= max(1, out.size // 10_000)
+
+
+def test_snapshot_and_restore_undo_steps(tool, demo_samples):
+    """The env owns its state: a snapshot taken after one click brings back that click's mask,
+    clicks, step count and episode record, and the episode goes on from there."""
+    image, gt = demo_samples[0].load()
+    H, W = gt.shape
+    env = IbisEnv(tool, max_steps=20)
+    env.reset(image, "Segment the liver.", gt)
+    env.step(format_response("a", "positive", 0.5, 0.5))
+    state = env.snapshot()
+    one_click_mask, one_click_iou = env.mask.copy(), env.current_iou()
+    env.step(format_response("b", "negative", 0.1, 0.1))
+    assert len(env.episode.steps) == 2
+    env.restore(state)
+    assert np.array_equal(env.mask, one_click_mask) and env.current_iou() == one_click_iou
+    assert len(env.episode.steps) == 1 and env.t == 1 and len(env.points) == 1
+    assert state.nbytes < one_click_mask.nbytes  # the mask is held bit-packed
+    _, _, term, _, info = env.step(format_response("c", "positive", 0.4, 0.6))
+    assert not term and info["step"] == 2 and len(info["clicks"]) == 2
+    env.set_reference(None)
+    assert env.current_iou() is None
+    other = IbisEnv(tool)
+    other.reset(np.zeros((H + 1, W, 3), np.uint8), "Segment the liver.")
+    with pytest.raises(ValueError, match="image"):
+        other.restore(state)
