@@ -66,6 +66,29 @@ class HeadTimeoutH11(H11Protocol):
             self.transport.close()
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def return_freed_memory(mmap_threshold: int = 1 << 20) -> bool:
+    """Ask glibc to serve allocations of `mmap_threshold` bytes or more with mmap, so that the
+    large per-request arrays (masks, overlays of a 4096^2 image: tens of MB each) go back to the
+    system when freed instead of staying in the heap of whichever worker thread made them (glibc
+    raises its mmap threshold after each such free, and keeps one heap per thread). Without it a
+    session's clicks grow the process by far more than the session holds. False where not glibc."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, 4 * mmap_threshold)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
 def uvicorn_config(app, config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, **kwargs):
     """A `uvicorn.Config` for `app` with the limits of `config` (kwargs: other uvicorn settings)."""
     import uvicorn

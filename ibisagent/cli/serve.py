@@ -67,7 +67,7 @@ def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, thre
 
         from ibisagent.app.api import create_app
         from ibisagent.app.config import ServeConfig
-        from ibisagent.app.server import uvicorn_config
+        from ibisagent.app.server import return_freed_memory, uvicorn_config
     except ImportError as exc:
         raise IbisInputError(
             "serve", f"missing dependency {exc.name!r}; install: pip install 'ibisagent[serve]'"
@@ -97,6 +97,7 @@ def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, thre
         import webbrowser
 
         threading.Timer(1.5, webbrowser.open, args=(url,)).start()
+    return_freed_memory()
     try:
         uvicorn.Server(uvicorn_config(api, config, host, port)).run()
     except OSError as exc:
