@@ -211,9 +211,8 @@ def policy_kwargs(spec: str, opts: dict, ask=None) -> dict:
 
 
 def _segment(image_path, query, spec, reference, init_path, out, max_steps, opts, tool, strategy):
-    from ibisagent.data.masks import read_mask
     from ibisagent.env.env import IbisEnv
-    from ibisagent.io.images import load_image
+    from ibisagent.io.images import load_image, load_mask
     from ibisagent.policies import make_policy
     from ibisagent.policies.openai_compat import PolicyServerError
     from ibisagent.policies.runner import run_episode
@@ -222,8 +221,8 @@ def _segment(image_path, query, spec, reference, init_path, out, max_steps, opts
         raise IbisInputError("--query", "the query is empty")
     img = load_image(image_path)
     shape = img.shape[:2]
-    ref = read_mask(reference, shape=shape) if reference else None
-    init = read_mask(init_path, shape=shape) if init_path else None
+    ref = load_mask(reference, shape=shape) if reference else None
+    init = load_mask(init_path, shape=shape) if init_path else None
     spec = spec or ("oracle" if ref is not None else "compact")
     out = out or default_out(image_path)
     writer = StepWriter(out, img)  # files are written atomically: OUT appears with the first, not on an early error

@@ -23,8 +23,7 @@ from ibisagent.errors import IbisInputError
 
 
 def _load_with_array_mask(image_path: Path, mask_fn, what: str) -> tuple[np.ndarray, np.ndarray]:
-    from ibisagent.data.masks import mask_from_array
-    from ibisagent.io.images import load_image
+    from ibisagent.io.images import load_image, mask_from_array
 
     image = load_image(image_path)
     return image, mask_from_array(mask_fn(image.shape[:2]), what=what, shape=image.shape[:2])

@@ -66,13 +66,12 @@ class Sample:
         """(H x W x 3 uint8 image, H x W bool mask or None). Bad files raise IbisInputError."""
         if self.loader is not None:
             return self.loader()
-        from ibisagent.data.masks import read_mask
-        from ibisagent.io.images import load_image
+        from ibisagent.io.images import load_image, load_mask
 
         image = load_image(self.image)
         if self.negative and self.mask is None:
             return image, np.zeros(image.shape[:2], bool)
-        mask = None if self.mask is None else read_mask(self.mask, shape=image.shape[:2])
+        mask = None if self.mask is None else load_mask(self.mask, shape=image.shape[:2])
         return image, mask
 
     @classmethod
@@ -88,8 +87,7 @@ class Sample:
         negative: bool = False,
     ) -> Sample:
         """A sample over in-memory arrays (image H x W [x 3], any dtype; mask H x W, binary)."""
-        from ibisagent.data.masks import mask_from_array
-        from ibisagent.io.images import to_rgb_uint8
+        from ibisagent.io.images import mask_from_array, to_rgb_uint8
 
         img = to_rgb_uint8(image, what=name)
         m = None if mask is None else mask_from_array(mask, what=name, shape=img.shape[:2])

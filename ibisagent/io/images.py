@@ -113,24 +113,49 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def load_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a mask file as H x W bool (pixel > 127 for 8-bit 0/255 masks, > 0 for 0/1 and other types).
+    """Read a mask file (PNG/JPG/TIFF/BMP/.npy) as H x W bool by `mask_from_array`'s rules; errors
+    name the file. `shape` (H, W), when given, must match: a mask of another size is an error, not
+    resized."""
+    return mask_from_array(read_array(path), what=path, shape=shape)
 
-    `shape` (H, W), when given, must match: a mask of another size is an error, not resized.
-    """
-    arr = read_array(path)
-    if arr.ndim == 3:
-        arr = arr[..., :3].max(axis=2) if arr.shape[2] in (3, 4) else arr[..., 0]
+
+# The one rule for binary masks, from a file (`load_mask`) or from an array (uploads, datasets).
+# Accepted encodings: bool, 0/1, 0/255, or any {0, v} pair; RGB(A) masks use the channel maximum.
+# Lossy (JPEG) masks whose pixels sit almost all near 0 and 255 are thresholded at 127. Anything
+# else (three or more distinct values) is a label map and is refused with a message, never silently
+# thresholded: give one binary mask per target, or a label map with a value->name map
+# (`ibisagent.data.volumes`).
+NEAR_BINARY_FRACTION = 0.98  # share of pixels within 20 of 0 or 255 for a lossy 8-bit mask
+
+
+def mask_from_array(arr: np.ndarray, what: object = "mask", shape: tuple[int, int] | None = None) -> np.ndarray:
+    """H x W (x C) array -> H x W bool; `shape` (H, W) must match when given."""
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+        arr = arr[..., 0] if arr.shape[2] == 1 else arr[..., :3].max(axis=2)
     if arr.ndim != 2:
-        raise IbisInputError(path, f"expected a 2D mask, got shape {arr.shape}")
-    if arr.dtype == np.uint8 and arr.max() > 1:
-        mask = arr > 127
-    else:  # 0/1 masks of any type, bool, 16-bit and float masks
-        mask = np.nan_to_num(arr.astype(np.float64)) > 0
-    if shape is not None and mask.shape != tuple(shape):
+        raise IbisInputError(what, f"expected a 2D mask, got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
         raise IbisInputError(
-            path, f"mask is {mask.shape[1]} x {mask.shape[0]} pixels but the image is {shape[1]} x {shape[0]}"
+            what, f"mask is {arr.shape[1]} x {arr.shape[0]} pixels but the image is {shape[1]} x {shape[0]}"
         )
-    return mask
+    if arr.dtype == bool:
+        return arr
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise IbisInputError(what, f"unsupported mask pixel type {arr.dtype}")
+    values = np.unique(arr)
+    if values.size <= 2 and (values.size == 1 or values[0] == 0):
+        return arr != 0 if values.size == 2 or values[0] != 0 else np.zeros(arr.shape, bool)
+    if arr.dtype == np.uint8 and values[-1] >= 235 and values[0] <= 20:
+        near = np.count_nonzero((arr <= 20) | (arr >= 235))
+        if near >= NEAR_BINARY_FRACTION * arr.size:
+            return arr > 127
+    shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if values.size > 6 else "")
+    raise IbisInputError(
+        what,
+        f"mask is not binary ({values.size} distinct values: {shown}); looks like a label map: "
+        "give one 0/1 or 0/255 mask per target, or a label map with a value->name map",
+    )
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -37,10 +37,13 @@ def test_bad_files_name_the_file(tmp_path):
 
 def test_mask_size_mismatch_and_binarisation(tmp_path):
     m = np.zeros((10, 12), np.uint8)
-    m[2:5, 3:7] = 200
-    m[0, 0] = 100  # below the 127 threshold
+    m[2:5, 3:7] = 200  # any {0, v} pair is a binary mask
     save_mask_png(tmp_path / "m.png", m > 0)
     Image.fromarray(m).save(tmp_path / "raw.png")
     assert load_mask(tmp_path / "raw.png").sum() == 12
+    m[0, 0] = 100  # a third value: a label map, refused rather than thresholded (the one mask rule)
+    Image.fromarray(m).save(tmp_path / "labels.png")
+    with pytest.raises(IbisInputError, match="looks like a label map"):
+        load_mask(tmp_path / "labels.png")
     with pytest.raises(IbisInputError, match="12 x 10 pixels but the image is 20 x 10"):
         load_mask(tmp_path / "m.png", shape=(10, 20))

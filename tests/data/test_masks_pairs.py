@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ibisagent.data.masks import mask_from_array, read_mask
 from ibisagent.data.pairs import Sample, read_pairs_csv
 from ibisagent.data.report import check_samples
 from ibisagent.data.sources import load_pairs, open_dataset
 from ibisagent.errors import IbisInputError
+from ibisagent.io.images import load_mask, mask_from_array
 
 
 def test_binary_encodings_and_label_maps():
@@ -33,7 +33,7 @@ def test_zero_one_png_mask_reads_as_target(tmp_path):
     m = np.zeros((10, 12), np.uint8)
     m[3:6, 4:9] = 1
     Image.fromarray(m).save(tmp_path / "m.png")
-    assert read_mask(tmp_path / "m.png").sum() == 15
+    assert load_mask(tmp_path / "m.png").sum() == 15
 
 
 def test_sample_from_arrays():
