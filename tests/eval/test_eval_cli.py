@@ -21,6 +21,12 @@ def test_cli_run_report_compare(tiny_data, tmp_path):
     assert (out / "report.html").exists() and "box" in res.output
     res = runner.invoke(app, ["eval", "report", str(out), "--gallery-policy", "box", "--gallery-n", "1"])
     assert res.exit_code == 0, res.output
+    with pytest.MonkeyPatch.context() as mp:  # without matplotlib the report and the command say so
+        mp.setattr("ibisagent.eval.plots.have_matplotlib", lambda: False)
+        res = runner.invoke(app, ["eval", "report", str(out), "--out", str(tmp_path / "noplots")])
+        assert res.exit_code == 0, res.output
+        assert "plots: skipped, matplotlib is not installed (pip install 'ibisagent[eval]')" in res.output
+        assert "matplotlib is not installed" in (tmp_path / "noplots" / "report.md").read_text()
     res = runner.invoke(
         app,
         [
