@@ -17,9 +17,13 @@ from contextlib import contextmanager
 from ibisagent.app.errors import bad_request
 from ibisagent.errors import IbisInputError
 
+# make_policy's kinds a server can run ("human" reads a terminal; the web page's person clicks go
+# through sessions, not through a policy spec)
+SERVABLE = ("compact", "oracle", "centre", "center", "salient", "random", "box", "hf", "openai")
+
 
 def parse_policy(entry: str) -> tuple[str, str]:
-    """ "NAME=SPEC" or "SPEC" -> (name, spec); a bare spec is named by its part before ":"."""
+    """(name, spec) of `NAME=SPEC`, or of a bare `SPEC`, which is named by its part before ":"."""
     name, sep, spec = entry.partition("=")
     if not sep:
         spec, name = entry, entry.partition(":")[0]
@@ -36,6 +40,9 @@ class PolicyRegistry:
         self.specs: dict[str, str] = {}
         for entry in entries:
             name, spec = parse_policy(entry)
+            kind = spec.partition(":")[0]
+            if kind not in SERVABLE:
+                raise IbisInputError(entry, f"not a policy the server can run; kinds: {', '.join(SERVABLE)}")
             if name in self.specs:
                 raise IbisInputError(entry, f"policy name {name!r} given twice")
             self.specs[name] = spec

@@ -238,6 +238,22 @@ def test_session_memory_stays_within_its_bound(tool):
         assert memory["sessions"] <= total and memory["total"] <= memory["bound"]
 
 
+def test_serve_refuses_bad_settings_in_one_line():
+    from typer.testing import CliRunner
+
+    from ibisagent.cli.main import app
+
+    for args, words in (
+        (["--policy", "a b=centre"], "NAME=SPEC"),
+        (["--policy", "human"], "kinds"),
+        (["--policy", "x=compakt"], "kinds"),
+        (["--max-memory-mib", "100"], "max_memory_bytes"),
+    ):
+        r = CliRunner().invoke(app, ["serve", "--port", "8999", *args])
+        last = r.output.strip().splitlines()[-1]
+        assert r.exit_code == 2 and last.startswith("error: ") and words in last, r.output
+
+
 def test_memory_bounds_are_checked_at_start():
     from ibisagent.app.config import ServeConfig
     from ibisagent.errors import IbisInputError
