@@ -51,6 +51,18 @@ def test_readme_has_the_two_commands():
     assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
 
 
+def test_readme_examples_use_tracked_files_only():
+    """What the bundled examples read is in a fresh clone: tracked by git, not built or downloaded."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split())
+    for cmd in marked_commands(README.read_text()):
+        for token in shlex.split(cmd):
+            if token.startswith("ibisagent/"):
+                path = token.rstrip("/")
+                assert path in tracked or any(t.startswith(path + "/") for t in tracked), (cmd, token)
+
+
 def test_readme_links_resolve():
     text = README.read_text()
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
