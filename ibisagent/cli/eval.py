@@ -283,7 +283,7 @@ def lso_cmd(
     About an hour on 2 cores with a warm embedding cache at the defaults (5 folds x 5 min SFT plus
     the episodes); the first run embeds the images it needs once (cached).
 
-    Example: ibisagent eval lso ../shared/data --out runs/lso
+    Example: ibisagent eval lso DATA --out runs/lso   (DATA: pairs.csv folders, see README)
     """
     run_guarded(
         _lso, data, out, folds, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir
@@ -363,7 +363,7 @@ def heldout_compact_cmd(
     """Compact-policy episodes from the query alone on the held-out split: mean IoU per category,
     absent-target "no" share, out-of-domain queries; one JSON line per weights file.
 
-    Example: ibisagent eval heldout compact ../shared/data --weights ibisagent/policies/weights/compact_policy.pt
+    Example: ibisagent eval heldout compact DATA --weights ibisagent/policies/weights/compact_policy.pt
     """
     given = {"lookahead": lookahead, "min_gain": min_gain, "click_margin": click_margin, "guess_floor": guess_floor}
     run_guarded(
@@ -414,7 +414,7 @@ def heldout_tool_cmd(
     """The reference click simulator against tool configurations on the held-out split: IoU after
     1/3/5/10 clicks, NoC@80/85/90, GT-box IoU, share of clicks honoured.
 
-    Example: ibisagent eval heldout tool ../shared/data --config clicks:box+points+prior --max-clicks 20
+    Example: ibisagent eval heldout tool DATA --config clicks:box+points+prior --max-clicks 20
     """
     run_guarded(_heldout_tool, data, config, max_clicks, heldout, components, cache_dir, json_out)
 

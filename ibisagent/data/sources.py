@@ -6,7 +6,7 @@ PATH may be:
 - a `.jsonl` manifest;
 - a NIfTI volume or a DICOM series folder, with `labels` (label map files and value->name maps);
 - `nilearn:mni152`: the MNI152 T1 template with brain / gray / white matter masks;
-- a folder of any of these (searched a few levels deep), e.g. `../shared/data`.
+- a folder of any of these (searched a few levels deep), e.g. a folder of pairs.csv folders.
 """
 
 from __future__ import annotations
