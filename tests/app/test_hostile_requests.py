@@ -287,3 +287,25 @@ def test_concurrent_hostile_requests_leave_the_server_answering(client, xray_id)
     assert statuses and all(s < 500 for s in statuses), statuses
     assert client.get("/healthz").status_code == 200
     assert client.get("/healthz").json()["images"] >= 1
+
+
+def test_dicom_claiming_a_huge_image_is_refused_before_decoding(client, tmp_path):
+    pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID = CTImageStorage, ExplicitVRLittleEndian
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = FileDataset(str(tmp_path / "x.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = CTImageStorage, meta.MediaStorageSOPInstanceUID, "CT"
+    ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.InstanceNumber = "1.2.3.4", "1.2.3", 1
+    ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0, 0, 0]
+    ds.PixelSpacing, ds.SliceThickness = [1, 1], 1
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 65535, 65535, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = b"\0" * 64  # the header claims 65535 x 65535 pixels
+    ds.save_as(str(tmp_path / "x.dcm"), enforce_file_format=True)
+    r = client.post("/v1/volumes", files={"volume": ("x.dcm", (tmp_path / "x.dcm").read_bytes(), "application/dicom")})
+    _4xx(r, 413, "limit")
+    assert client.get("/healthz").status_code == 200
