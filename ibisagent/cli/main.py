@@ -11,6 +11,7 @@ from ibisagent.cli import eval as eval_cmd
 from ibisagent.cli import segment as segment_cli
 from ibisagent.cli import serve as serve_cli
 from ibisagent.cli import synth as synth_cli
+from ibisagent.cli import teach as teach_cli
 
 app = typer.Typer(
     help="ibisagent: segment biomedical objects from a text query by reasoning and clicking.",
@@ -29,6 +30,7 @@ app.add_typer(serve_cli.app)
 app.add_typer(train.app, name="train")
 app.add_typer(synth_cli.app)
 app.add_typer(segment_cli.app)
+app.add_typer(teach_cli.app)
 
 
 def _version(value: bool) -> None:
