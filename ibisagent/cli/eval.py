@@ -276,6 +276,12 @@ def lso_cmd(
         list[str] | None, typer.Option(help="Baselines on the same targets (repeatable; default centre salient box)")
     ] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache (default: the train commands' cache)")] = None,
+    teach_source: Annotated[
+        list[str] | None,
+        typer.Option(help="After the folds: teach each such source's fold policy from a few of its pairs (repeatable)"),
+    ] = None,
+    teach_pairs: Annotated[int, typer.Option(min=2, help="Pairs taught per --teach-source")] = 5,
+    teach_minutes: Annotated[float, typer.Option(min=0.05, help="Teaching minutes per --teach-source")] = 3.0,
 ) -> None:
     """Leave-source-out: per fold, train the compact policy without the fold's sources and play it
     from the query alone on them, beside the baselines; resumable (rerun to continue).
@@ -286,18 +292,24 @@ def lso_cmd(
     Example: ibisagent eval lso DATA --out runs/lso   (DATA: pairs.csv folders, see README)
     """
     run_guarded(
-        _lso, data, out, folds, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir
-    )
+        _lso, data, out, folds, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
+        teach_source or [], teach_pairs, teach_minutes,
+    )  # fmt: skip
 
 
-def _lso(data, out, folds, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir):
+def _lso(
+    data, out, folds, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir, teach_sources,
+    teach_pairs, teach_minutes,
+):  # fmt: skip
     from rich.console import Console
 
     from ibisagent.data.pairs import collect_pairs
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train import DEFAULT_CACHE_DIR
     from ibisagent.train.embedding_cache import embed_images
-    from ibisagent.train.leave_source_out import BASELINES, LSOConfig, images_needed, run_lso
+    from ibisagent.train.leave_source_out import BASELINES, LSOConfig, images_needed, run_lso, summarise, teach_lift
+    from ibisagent.train.leave_source_out import teach_pairs as teach_pairs_of
+    from ibisagent.train.teach import TeachConfig
     from ibisagent.train.tool_pipeline import _bar_run
 
     console = Console(stderr=True)
@@ -312,12 +324,23 @@ def _lso(data, out, folds, minutes, per_source, train_per_source, fold, max_step
     )
     samples = collect_pairs(list(data))
     images = images_needed(samples, cfg)
+    for src in teach_sources:
+        images += [s.image for s in teach_pairs_of(samples, cfg, src, teach_pairs)[0]]
+    images = sorted(set(images))
     emb_files = _bar_run(
         "embedding images (once, cached)",
         len(images),
         lambda adv: embed_images(LiteMedSAMTool(weights="original"), images, cache_dir or DEFAULT_CACHE_DIR, adv),
     )
     summary = run_lso(samples, emb_files, cfg, out, folds=fold, log=console.print)
+    for src in teach_sources:
+        if (out / f"teach_{src}.json").exists():
+            console.print(f"teach {src}: done already")
+            continue
+        teach_cfg = TeachConfig(minutes=teach_minutes, min_pairs=teach_pairs, seed=seed)
+        teach_lift(samples, emb_files, cfg, out, src, teach_cfg, log=console.print)
+    if teach_sources:
+        summary = summarise(out)
     typer.echo((out / "summary.md").read_text())
     typer.echo(f"summary: {out / 'summary.json'} (folds done: {summary['folds_done']})")
 

@@ -159,6 +159,73 @@ def run_fold(fold: int, samples, emb_files: dict, cfg: LSOConfig, out: Path, log
     return record
 
 
+def teach_pairs(samples, cfg: LSOConfig, source: str, n: int) -> tuple[list, list]:
+    """(teaching pairs, evaluation targets) of one source: its evaluation targets as in `plan`, and
+    the next `n` pairs in seeded order whose images none of those targets use."""
+    _, _, targets = plan(samples, cfg)
+    held = [s for s in targets if source_of(s) == source]
+    images = {s.image for s in held}
+    rest = [s for s in in_seeded_order(samples, cfg.seed) if source_of(s) == source and not s.negative]
+    return [s for s in rest if s.image not in images][:n], held
+
+
+def teach_lift(samples, emb_files: dict, cfg: LSOConfig, out: Path, source: str, teach_cfg=None, log=print) -> dict:
+    """Teach the fold's policy (which never saw `source`) from a few pairs of `source`
+    (`teach_pairs`, `teach_cfg.min_pairs` of them, `train.teach.teach`) and play it on the source's
+    evaluation targets: IoU before (the fold's own results) and after; and on up to 3 targets of each
+    other source of the fold, before and after (what teaching costs elsewhere). Writes
+    OUT/teach_SOURCE.json atomically."""
+    from ibisagent.train.compact import evaluate_compact
+    from ibisagent.train.teach import TeachConfig, teach
+
+    teach_cfg = teach_cfg or TeachConfig()
+    fold_of, _, targets = plan(samples, cfg)
+    if source not in fold_of:
+        raise IbisInputError(source, "no such source in the data")
+    fold = fold_of[source]
+    path = fold_path(out, fold)
+    if not path.exists():
+        raise IbisInputError(path, f"fold {fold} (holding {source}) has no results yet: run it first")
+    record = json.loads(path.read_text())
+    pairs, held = teach_pairs(samples, cfg, source, teach_cfg.min_pairs)
+    if len(pairs) < teach_cfg.min_pairs or not held:
+        raise IbisInputError(source, f"too few pairs to teach from {teach_cfg.min_pairs} and evaluate on the rest")
+    t0 = time.perf_counter()
+    taught_dir = out / f"teach_{source}"
+    card = teach(pairs, emb_files, taught_dir, out / f"fold_{fold}" / "compact_policy.pt", teach_cfg, log)
+    minutes_teach = (time.perf_counter() - t0) / 60
+    spec = f"compact:{taught_dir / 'compact_policy.pt'}"
+    before = record["results"]["compact"]["per_item"]
+    after = evaluate_compact(spec, held, emb_files, cfg.max_steps)["per_item"]
+    others = per_source([s for s in targets if fold_of[source_of(s)] == fold and source_of(s) != source], 3, cfg.seed)
+    elsewhere = evaluate_compact(spec, others, emb_files, cfg.max_steps)["per_item"]
+    ids = sorted(after.keys() & before.keys())
+    other_ids = sorted(elsewhere.keys() & before.keys())
+    result = {
+        "source": source,
+        "fold": fold,
+        "teach_pairs": [s.id for s in pairs],
+        "teach_minutes": round(minutes_teach, 2),
+        "teach_steps": card["steps"],
+        "teach_config": asdict(teach_cfg),
+        "n": len(ids),
+        "before": float(np.mean([before[i] for i in ids])) if ids else float("nan"),
+        "after": float(np.mean([after[i] for i in ids])) if ids else float("nan"),
+        "per_item": {i: {"before": before[i], "after": after[i]} for i in ids},
+        "other_sources": {
+            "n": len(other_ids),
+            "before": float(np.mean([before[i] for i in other_ids])) if other_ids else float("nan"),
+            "after": float(np.mean([elsewhere[i] for i in other_ids])) if other_ids else float("nan"),
+        },
+    }
+    atomic_write_bytes(out / f"teach_{source}.json", json.dumps(result, indent=1).encode())
+    log(
+        f"teach {source}: IoU on its other pairs {result['before']:.3f} -> {result['after']:.3f} (n={result['n']}); "
+        f"other sources of the fold {result['other_sources']['before']:.3f} -> {result['other_sources']['after']:.3f}"
+    )
+    return result
+
+
 def run_lso(samples, emb_files: dict, cfg: LSOConfig, out: Path, folds=None, log=print) -> dict:
     """Every fold (or those in `folds`) not yet written to OUT, then `summarise`. A fold file written
     with other settings is an error (use another OUT or remove it), not silently mixed in."""
@@ -237,6 +304,17 @@ def summarise(out: Path) -> dict:
         "train": round(sum(r["minutes_train"] for r in records), 1),
         "eval": round(sum(r["minutes_eval"] for r in records), 1),
     }
+    taught = sorted((json.loads(p.read_text()) for p in out.glob("teach_*.json")), key=lambda t: t["source"])
+    if taught:
+        summary["teach"] = {
+            "sources": {
+                t["source"]: {k: t[k] for k in ("fold", "n", "before", "after", "teach_minutes")} for t in taught
+            },
+            "before": float(np.mean([t["before"] for t in taught])),
+            "after": float(np.mean([t["after"] for t in taught])),
+            "other_sources_before": float(np.mean([t["other_sources"]["before"] for t in taught])),
+            "other_sources_after": float(np.mean([t["other_sources"]["after"] for t in taught])),
+        }
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
     atomic_write_bytes(out / "summary.md", summary_markdown(summary).encode())
     return summary
@@ -270,6 +348,17 @@ def summary_markdown(summary: dict) -> str:
         f"of {summary['absent_n']}"
     )
     lines.append(f"- minutes: training {summary['minutes']['train']}, evaluation {summary['minutes']['eval']}")
+    if "teach" in summary:
+        t = summary["teach"]
+        lines += ["", "| taught source (fold) | n | IoU before | after | minutes |", "|---|---|---|---|---|"]
+        for src, v in t["sources"].items():
+            lines.append(
+                f"| {src} ({v['fold']}) | {v['n']} | {v['before']:.3f} | {v['after']:.3f} | {v['teach_minutes']} |"
+            )
+        lines.append(
+            f"| mean | | {t['before']:.3f} | {t['after']:.3f} | |\n\nOther sources of the same folds (up to 3 targets "
+            f"each), before and after teaching: {t['other_sources_before']:.3f} -> {t['other_sources_after']:.3f}."
+        )
     lines += ["", "| source | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for s, v in summary["per_source"].items():
         lines.append(f"| {s} | {v['n']} | " + " | ".join(f"{v[n]:.3f}" for n in names) + " |")

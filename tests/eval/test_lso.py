@@ -101,3 +101,22 @@ def test_done_folds_are_skipped_and_other_settings_refused(tmp_path, monkeypatch
     assert ran == [1] and summary["folds_done"] == [0, 1]
     with pytest.raises(IbisInputError, match="other settings"):
         lso.run_lso(samples, {}, lso.LSOConfig(folds=2, minutes=1.0, baselines=("centre",)), tmp_path, log=print)
+
+
+def test_teaching_pairs_never_share_an_image_with_the_evaluation_targets():
+    samples = fake_samples({"a": 20, "b": 12})
+    # two targets on one image: the second must not be taught while the first is evaluated
+    extra = Sample(samples[0].image, samples[0].mask, "spleen", origin="a")
+    cfg = lso.LSOConfig(folds=2, per_source=6)
+    pairs, held = lso.teach_pairs([*samples, extra], cfg, "a", 5)
+    assert len(pairs) == 5 and len(held) == 6 and {s.origin for s in pairs + held} == {"a"}
+    assert not {s.image for s in pairs} & {s.image for s in held}
+    assert lso.teach_pairs(samples, cfg, "b", 10)[0] == lso.teach_pairs(samples, cfg, "b", 6)[0]  # only 6 left
+
+
+def test_teach_lift_needs_the_fold_done_first(tmp_path):
+    samples = fake_samples({"a": 20, "b": 12})
+    with pytest.raises(IbisInputError, match="no results yet"):
+        lso.teach_lift(samples, {}, lso.LSOConfig(folds=2), tmp_path, "a")
+    with pytest.raises(IbisInputError, match="no such source"):
+        lso.teach_lift(samples, {}, lso.LSOConfig(folds=2), tmp_path, "zzz")
