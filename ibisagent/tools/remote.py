@@ -17,32 +17,25 @@ embedding cache):
 Transient failures (connection refused or reset, timeouts, HTTP 429 and 5xx) are retried
 `retries` times with exponential back-off; then `ToolServerError` names the server and the
 cause. A server that is down therefore makes an episode or a reward fail loudly, never score 0.
-Only the Python standard library is used.
+The HTTP side is `json_http.JsonHttpClient` (httpx), shared with the chat client.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import threading
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ibisagent.errors import IbisInputError
+from ibisagent.json_http import HttpJsonError, JsonHttpClient, check_url
 from ibisagent.tools.base import Embedding, SegmentationTool, ToolResult
 
 
-class ToolServerError(IbisInputError):
-    """The tool server could not answer (unreachable, too slow, or an error reply)."""
-
-    def __init__(self, what: object, problem: str, status: int | None = None):
-        super().__init__(what, problem)
-        self.status = status
+class ToolServerError(HttpJsonError):
+    """The tool server could not answer (unreachable, too slow, or an error reply); `status` is
+    the last HTTP status."""
 
 
 @dataclass(frozen=True)
@@ -95,14 +88,18 @@ class RemoteTool(SegmentationTool):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.url = self.url.strip().rstrip("/")
-        if not self.url.startswith(("http://", "https://")):
-            raise IbisInputError(self.url, "the tool server URL must start with http:// or https://")
-        if self.retries < 0 or self.concurrency < 1 or self.timeout <= 0:
-            raise IbisInputError(self.url, "need retries >= 0, concurrency >= 1 and timeout > 0")
-        self._slots = threading.BoundedSemaphore(self.concurrency)
-        self._lock = threading.Lock()
-        self.stats = {"requests": 0, "retries": 0, "uploads": 0, "reuploads": 0, "replays": 0, "server_tool_ms": 0.0}
+        self.url = check_url(self.url, "the tool server URL")
+        self._http = JsonHttpClient(
+            self.url,
+            timeout=self.timeout,
+            retries=self.retries,
+            backoff=self.backoff,
+            concurrency=self.concurrency,
+            error_cls=ToolServerError,
+            error_prefix="tool server failed: ",
+        )
+        self.stats = self._http.stats  # requests, retries, failures, connections, and the counts below
+        self.stats.update(uploads=0, reuploads=0, replays=0, server_tool_ms=0.0)
         self.server_tool = "?"
         if self.check:
             self.server_tool = str(self.health().get("tool", "?"))
@@ -110,39 +107,11 @@ class RemoteTool(SegmentationTool):
 
     # -- HTTP ---------------------------------------------------------------------------
     def _count(self, key: str, value: float = 1) -> None:
-        with self._lock:
-            self.stats[key] += value
+        self._http.count(key, value)
 
     def _request(self, method: str, path: str, body: bytes | None = None, ctype: str = "application/json") -> dict:
         """One JSON exchange with timeout, bounded retries and the concurrency limit."""
-        url = self.url + path
-        cause, status = "no attempt", None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self._count("retries")
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            req = urllib.request.Request(url, data=body, headers={"Content-Type": ctype}, method=method)
-            try:
-                with self._slots, urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    self._count("requests")
-                    return json.loads(resp.read().decode("utf-8"))
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-                try:
-                    detail = json.loads(exc.read().decode("utf-8", "replace")).get("error", "")
-                except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-                    detail = ""
-                cause = f"HTTP {exc.code}" + (f": {detail}" if detail else "")
-                if exc.code != 429 and exc.code < 500:
-                    raise ToolServerError(url, cause, status) from None  # asking again will not help
-            except (urllib.error.URLError, TimeoutError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                cause = f"no answer within {self.timeout:g} s" if "timed out" in str(reason) else str(reason)
-                status = None
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                cause = "the reply is not JSON"
-        tries = self.retries + 1
-        raise ToolServerError(url, f"tool server failed: {cause} (after {tries} {'try' if tries == 1 else 'tries'})")
+        return self._http.request(method, path, content=body, content_type=ctype)
 
     def health(self) -> dict:
         """The server's `GET /healthz` (tool name, cache state, limits)."""
@@ -195,7 +164,7 @@ class RemoteTool(SegmentationTool):
         elif prev is not None and prev.mask_rle is not None:
             body["prev_mask"] = prev.mask_rle
         try:
-            out = self._request("POST", "/v1/tool/segment", json.dumps(body).encode())
+            out = self._http.request("POST", "/v1/tool/segment", body)
         except ToolServerError as exc:
             if recover <= 0 or exc.status != 404:
                 raise

@@ -14,7 +14,19 @@ ROOT = Path(ibisagent.__file__).parent
 # ground -> tools / data -> env (+ rewards) -> policies (+ runner) -> eval -> train / synth / app -> cli
 LAYERS = {
     **dict.fromkeys(
-        ["errors", "hardware", "io", "metrics", "geometry", "clicker", "overlay", "lifetime", "chat_client", "assets"],
+        [
+            "errors",
+            "hardware",
+            "io",
+            "metrics",
+            "geometry",
+            "clicker",
+            "overlay",
+            "lifetime",
+            "json_http",
+            "chat_client",
+            "assets",
+        ],
         0,
     ),
     **dict.fromkeys(["tools", "data"], 1),
