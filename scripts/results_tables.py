@@ -150,6 +150,13 @@ def agent_section(report: dict) -> str:
     out += [table(["category", "n", "mean IoU"], rows), "", "Per modality (shipped weights):", ""]
     rows = [[m, s["n"], f3(s["mean_iou"])] for m, s in sorted(ship["per_modality"].items())]
     out += [table(["modality", "n", "mean IoU"], rows), ""]
+    per_source: dict[str, list[float]] = {}
+    for key, iou in ship.get("per_item", {}).items():  # keys: SOURCE/IMAGE/TARGET
+        per_source.setdefault(key.split("/", 1)[0], []).append(iou)
+    if per_source:
+        rows = [[src, len(v), f3(sum(v) / len(v))] for src, v in sorted(per_source.items())]
+        out += ["Per dataset (shipped weights; the dataset's folder name in the collection):", ""]
+        out += [table(["dataset", "n", "mean IoU"], rows), ""]
     return "\n".join(out)
 
 
