@@ -63,8 +63,8 @@ class ScriptedClicks:
 def tiny_generator(max_new_tokens: int):
     import torch
 
-    from ibisagent.policies.tiny_vlm import save_tiny_vlm
     from ibisagent.policies.vlm_hf import load_vlm
+    from ibisagent.testing.tiny_vlm import save_tiny_vlm
     from ibisagent.train.rollout import HFGenerator
 
     torch.manual_seed(0)

@@ -36,8 +36,8 @@ def observation(size: int = 512):
 
 
 def bench_hf(steps: int, new_tokens: int) -> None:
-    from ibisagent.policies.tiny_vlm import save_tiny_vlm
     from ibisagent.policies.vlm_hf import HFPolicy
+    from ibisagent.testing.tiny_vlm import save_tiny_vlm
 
     with tempfile.TemporaryDirectory() as tmp:
         path = save_tiny_vlm(Path(tmp) / "tiny")
@@ -86,8 +86,8 @@ def episode_views(steps: int, size: int = 512):
 
 def bench_openai(steps: int, delay: float) -> None:
     from ibisagent.env.protocol import format_response
-    from ibisagent.policies.mock_server import MockChatServer
     from ibisagent.policies.openai_compat import OpenAIPolicy
+    from ibisagent.testing.mock_chat_server import MockChatServer
 
     reply = format_response("bench", "positive", 0.5, 0.5)
     views = episode_views(max(steps, 8))

@@ -63,12 +63,12 @@ TINY_MODELS = {"tiny-qwen25vl": "qwen2_5_vl", "tiny-qwen3vl": "qwen3_vl"}
 
 def ensure_tiny_model(model: str) -> None:
     """The tiny configs' model (a folder named tiny-qwen25vl or tiny-qwen3vl) is a random test
-    VLM of a few hundred kB: built here on first use (`ibisagent.policies.tiny_vlm`)."""
+    VLM of a few hundred kB: built here on first use (`ibisagent.testing.tiny_vlm`)."""
     path = Path(model)
     family = TINY_MODELS.get(path.name)
     if family is None or (path / "config.json").exists():
         return
-    from ibisagent.policies.tiny_vlm import save_tiny_vlm
+    from ibisagent.testing.tiny_vlm import save_tiny_vlm
 
     typer.echo(f"building the tiny test VLM {path} ({family}, random weights, for smoke runs)")
     save_tiny_vlm(path, family)

@@ -11,7 +11,8 @@ from pathlib import Path
 import ibisagent
 
 ROOT = Path(ibisagent.__file__).parent
-# ground -> tools / data -> env (+ rewards) -> policies (+ runner) -> eval -> train / synth / app -> cli
+# ground -> tools / data -> env (+ rewards) -> policies (+ runner; testing stand-ins) -> eval -> train / synth / app
+# -> cli
 LAYERS = {
     **dict.fromkeys(
         [
@@ -31,7 +32,7 @@ LAYERS = {
     ),
     **dict.fromkeys(["tools", "data"], 1),
     **dict.fromkeys(["env", "rewards"], 2),
-    "policies": 3,
+    **dict.fromkeys(["policies", "testing"], 3),
     "eval": 4,
     **dict.fromkeys(["train", "synth", "app", "integrations"], 5),
     "cli": 6,

@@ -12,7 +12,7 @@ def tiny_vlm_dirs(tmp_path_factory) -> dict:
     pytest.importorskip("transformers")
     import torch
 
-    from ibisagent.policies.tiny_vlm import save_tiny_vlm
+    from ibisagent.testing.tiny_vlm import save_tiny_vlm
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiny_vlm")

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible policy against a real HTTP server on loopback (ibisagent.policies.mock_server)."""
+"""The OpenAI-compatible policy against a real HTTP server on loopback (ibisagent.testing.mock_chat_server)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from ibisagent.env.env import IbisEnv, Observation
 from ibisagent.env.episode import Episode
 from ibisagent.env.protocol import SYSTEM_PROMPT, first_turn_text, format_response
 from ibisagent.policies import make_policy
-from ibisagent.policies.mock_server import MockChatServer
 from ibisagent.policies.openai_compat import PolicyServerError, base_url
 from ibisagent.policies.runner import run_episode
+from ibisagent.testing.mock_chat_server import MockChatServer
 
 CLICK = format_response("The liver is on the left.", "positive", 0.3, 0.45)
 STOP = format_response("Done.", "stop", answer="The liver is segmented.")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from ibisagent.cli.main import app
 from ibisagent.env.episode import Episode
 from ibisagent.env.protocol import format_response
-from ibisagent.policies.mock_server import MockChatServer
+from ibisagent.testing.mock_chat_server import MockChatServer
 
 runner = CliRunner()
 

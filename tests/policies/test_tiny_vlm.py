@@ -14,9 +14,9 @@ from ibisagent.errors import IbisInputError
 def test_tiny_checkpoint_loads_and_generates(tiny_vlm_dirs, family):
     import torch
 
-    from ibisagent.policies.tiny_vlm import SPECIAL_TOKENS
     from ibisagent.policies.vlm_chat import cap_image, system_turn, user_turn
     from ibisagent.policies.vlm_hf import load_vlm
+    from ibisagent.testing.tiny_vlm import SPECIAL_TOKENS
 
     path = tiny_vlm_dirs[family]
     assert json.loads((path / "config.json").read_text())["model_type"] == family

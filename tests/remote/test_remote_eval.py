@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from ibisagent.cli.main import app
 from ibisagent.env.protocol import format_response
-from ibisagent.policies.mock_server import MockChatServer
+from ibisagent.testing.mock_chat_server import MockChatServer
 
 CLICK = format_response("The target is near the centre.", "positive", 0.5, 0.55)
 STOP = format_response("The mask covers it.", "stop", answer="Segmented.")

@@ -13,7 +13,7 @@ def tiny_vlm(tmp_path_factory) -> Path:
     pytest.importorskip("peft")
     import torch
 
-    from ibisagent.policies.tiny_vlm import save_tiny_vlm
+    from ibisagent.testing.tiny_vlm import save_tiny_vlm
 
     torch.set_num_threads(1)
     return save_tiny_vlm(tmp_path_factory.mktemp("rl_base") / "tiny", "qwen2_5_vl")

@@ -11,8 +11,8 @@ import pytest
 @pytest.fixture(scope="module")
 def processor(tmp_path_factory):
     pytest.importorskip("transformers")
-    from ibisagent.policies.tiny_vlm import save_tiny_vlm
     from ibisagent.policies.vlm_hf import load_processor
+    from ibisagent.testing.tiny_vlm import save_tiny_vlm
 
     return load_processor(save_tiny_vlm(tmp_path_factory.mktemp("tiny_vlm") / "m", "qwen2_5_vl"), "qwen2_5_vl")
 

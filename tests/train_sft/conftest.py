@@ -10,7 +10,7 @@ def tiny_base(tmp_path_factory):
     pytest.importorskip("trl")
     import torch
 
-    from ibisagent.policies.tiny_vlm import save_tiny_vlm
+    from ibisagent.testing.tiny_vlm import save_tiny_vlm
 
     torch.set_num_threads(1)
     return save_tiny_vlm(tmp_path_factory.mktemp("sft_base") / "tiny", "qwen2_5_vl")

@@ -6,7 +6,7 @@ the protocol's own text, with the Qwen special tokens (`<|im_start|>`, `<|im_end
 `<|vision_start|>`, `<|image_pad|>`, ...) and the Qwen2-VL chat template. The folder written by
 `save_tiny_vlm` loads with `vlm_hf.load_vlm` exactly like a released checkpoint.
 
-    python -m ibisagent.policies.tiny_vlm runs/tiny-qwen25vl --family qwen2_5_vl
+    python -m ibisagent.testing.tiny_vlm runs/tiny-qwen25vl --family qwen2_5_vl
 """
 
 from __future__ import annotations
