@@ -1,7 +1,10 @@
-"""Run-length encoding of binary masks (COCO-style uncompressed counts, row-major).
+"""Row-major run-length encoding of binary masks: the mask format of the REST API and the data files.
 
 `{"size": [H, W], "counts": [n0, n1, ...]}`: alternating runs of False and True pixels in
 row-major (C) order, starting with False. Counts are pixels; `sum(counts) == H * W`.
+This is not COCO's RLE: the field names match COCO's uncompressed form, but COCO runs down the
+columns (Fortran order). Decode a COCO RLE with pycocotools (`pycocotools.mask.decode`) and encode
+the H x W mask here.
 
 `rle_decode` takes data from clients and servers, so it checks everything with Python integers
 (which do not wrap) before it allocates: a size that is not two non-negative integers, more
