@@ -179,6 +179,18 @@ def queries(
     )
 
 
+def _query_inputs(path, kinds: str, seed: int, absent: int, paraphrase: tuple, open_args: tuple):
+    """What `queries` and `export` share: the dataset report, its samples plus `absent` absent-target
+    negatives per image, the query kinds as a list, and the paraphraser (None without a URL)."""
+    from ibisagent.data.paraphrase import from_env
+    from ibisagent.data.queries import absent_targets
+
+    report = _open(path, *open_args)
+    samples = report.samples + (absent_targets(report.samples, seed, absent) if absent else [])
+    kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
+    return report, samples, kind_list, from_env(*paraphrase)
+
+
 def _queries(
     path,
     out,
@@ -197,14 +209,18 @@ def _queries(
     modality,
     series,
 ):
-    from ibisagent.data.paraphrase import from_env
-    from ibisagent.data.queries import absent_targets, build_queries, paraphrase_queries
+    from ibisagent.data.queries import build_queries, paraphrase_queries
     from ibisagent.io.images import atomic_write_bytes
 
-    report = _open(path, labels, names, axis, window, negatives, step, modality, series)
-    samples = report.samples + (absent_targets(report.samples, seed, absent) if absent else [])
-    pairs = build_queries(samples, [k.strip() for k in kinds.split(",") if k.strip()], seed)
-    para = from_env(p_url, p_model, p_cache)
+    report, samples, kind_list, para = _query_inputs(
+        path,
+        kinds,
+        seed,
+        absent,
+        (p_url, p_model, p_cache),
+        (labels, names, axis, window, negatives, step, modality, series),
+    )
+    pairs = build_queries(samples, kind_list, seed)
     if para is not None:
         pairs = paraphrase_queries(pairs, para)
     lines = []
@@ -294,13 +310,15 @@ def _export(
     series,
 ):
     from ibisagent.data.hf_export import export_hf
-    from ibisagent.data.paraphrase import from_env
-    from ibisagent.data.queries import absent_targets
 
-    report = _open(path, labels, names, axis, window, negatives, step, modality, series)
-    samples = report.samples + (absent_targets(report.samples, seed, absent) if absent else [])
-    kind_list = [k.strip() for k in kinds.split(",") if k.strip()]
-    para = from_env(p_url, p_model, p_cache)
+    report, samples, kind_list, para = _query_inputs(
+        path,
+        kinds,
+        seed,
+        absent,
+        (p_url, p_model, p_cache),
+        (labels, names, axis, window, negatives, step, modality, series),
+    )
     counts, skipped = export_hf(samples, out, kind_list or None, seed, heldout, para)
     report.skipped += skipped.skipped
     typer.echo(f"exported {counts} rows to {out} ({len(report.skipped)} samples skipped)")
