@@ -149,6 +149,8 @@ GENERIC = {
     "vessel", "cancer", "benign", "malignant", "image", "it", "them", "one",
 }  # fmt: skip
 
+SIDES = ("left", "right", "upper", "lower")
+
 _VERBS = (
     r"find and segment|find and outline|segment|outline|delineate|locate|find|mark the region of|mark|show me|"
     r"show|highlight|detect|identify|draw|label|extract|isolate|where is|where are|is there|are there|"
@@ -223,6 +225,12 @@ class Vocabulary:
     def _direct(self, k: str) -> tuple[str | None, str]:
         if k in self.by_key:
             return self.by_key[k], "exact"
+        side, _, rest = k.partition(" ")
+        if side in SIDES and rest in SYNONYMS:  # "left renal parenchyma" -> "left kidney" (or "kidney")
+            sided = f"{side} {SYNONYMS[rest]}"
+            found, _ = self._direct(sided if sided in self.by_key else rest)
+            if found:
+                return found, "synonym"
         if k in SYNONYMS:
             target = SYNONYMS[k]
             if target in self.by_key:

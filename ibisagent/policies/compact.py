@@ -552,7 +552,12 @@ class CompactPolicy(Policy):
         elif guess is not None or doubt:
             yes = f"Yes, but with low confidence: the mask is my best guess (peak belief {100 * peak:.0f}%)."
         area = 100 * target.mean()
-        if guess is None:
+        if not reading.known:
+            seen = (
+                f"My best candidate, where my belief for this query is highest (peak {100 * peak:.0f}%), covers about "
+                f"{area:.1f}% of the image, in the {where(target)} part."
+            )
+        elif guess is None:
             seen = f"The target I see covers about {area:.1f}% of the image, in the {where(target)} part."
         else:
             seen = (

@@ -4,7 +4,7 @@ import pytest
 
 from ibisagent.data.vocabulary import Vocabulary, key, structures_of_queries, target_phrase
 
-KNOWN = ["kidney", "liver", "left ventricle", "retinal blood vessels", "cell nuclei", "optic disc", "brain tumor",
+KNOWN = ["kidney", "left kidney", "liver", "left ventricle", "retinal blood vessels", "cell nuclei", "optic disc", "brain tumor",
          "malignant breast tumor", "lungs", "Barrett's esophagus"]  # fmt: skip
 
 
@@ -38,6 +38,8 @@ def test_key_normalises_case_spelling_plurals_and_apostrophes():
         ("Segment the kidny.", "kidney", "spelling"),
         ("Segment the livre.", "liver", "spelling"),
         ("Segment the renal parenchyma.", "kidney", "synonym"),
+        ("Segment the left renal parenchyma.", "left kidney", "synonym"),
+        ("Segment the right renal parenchyma.", "kidney", "synonym"),  # no "right kidney" known: the kidney
         ("Segment the LV.", "left ventricle", "synonym"),
         ("Segment the retinal vessels.", "retinal blood vessels", "synonym"),
         ("Segment the nucleus.", "cell nuclei", "synonym"),
