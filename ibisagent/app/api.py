@@ -297,6 +297,9 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
         disposition = f'attachment; filename="mask_{req.axis}.nii.gz"'
         return Response(data, media_type="application/gzip", headers={"content-disposition": disposition})
 
+    from ibisagent.app.annotate import mount as mount_annotator
+
+    mount_annotator(app, service)  # the annotator page's static files, volume planes, masks, export
     return app
 
 
