@@ -23,6 +23,7 @@ The HTTP side is `json_http.JsonHttpClient` (httpx), shared with the chat client
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +76,8 @@ class RemoteTool(SegmentationTool):
 
     timeout: seconds per HTTP request; retries: extra tries after a transient failure, with
     `backoff * 2**k` s pauses; concurrency: requests in flight at once from this client (threads);
-    check: ask `GET /healthz` at construction, so a wrong URL fails at once.
+    check: ask `GET /healthz` at construction, so a wrong URL fails at once. token: the server's
+    bearer token (`serve --token`), by default $IBISAGENT_TOKEN; sent as `Authorization: Bearer`.
     """
 
     url: str = "http://127.0.0.1:8000"
@@ -84,13 +86,16 @@ class RemoteTool(SegmentationTool):
     backoff: float = 0.5
     concurrency: int = 8
     check: bool = True
+    token: str | None = field(default=None, repr=False)
     stats: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.url = check_url(self.url, "the tool server URL")
+        token = self.token or os.environ.get("IBISAGENT_TOKEN")
         self._http = JsonHttpClient(
             self.url,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
             timeout=self.timeout,
             retries=self.retries,
             backoff=self.backoff,

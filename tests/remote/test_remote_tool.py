@@ -89,3 +89,18 @@ def test_server_down_fails_loudly(demo_dir):
     with pytest.raises(ToolServerError, match="tool server failed"):
         remote.embed(load_image(demo_dir / CT))
     assert remote.stats["retries"] == 1
+
+
+def test_token_protected_server(tool, demo_dir, monkeypatch):
+    """A server started with a token refuses a client without it; the remote tool sends
+    $IBISAGENT_TOKEN (or token=) as a bearer token."""
+    img = load_image(demo_dir / XRAY)
+    with serve(tool, token="t0ken") as url:
+        monkeypatch.delenv("IBISAGENT_TOKEN", raising=False)
+        bare = RemoteTool(url=url)  # /healthz is open
+        with pytest.raises(ToolServerError, match="401|token"):
+            bare.embed(img)
+        monkeypatch.setenv("IBISAGENT_TOKEN", "t0ken")
+        remote = RemoteTool(url=url)
+        out = remote.predict(remote.embed(img), np.array([[512.0, 400.0]]), np.array([1]))
+        assert out.mask.shape == img.shape[:2]
