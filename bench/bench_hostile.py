@@ -200,7 +200,8 @@ def run(side: int = 4096, actions: int = 40, overlays: bool = True, serve_args: 
                 peak = max(peak, rss_bytes(server.pid))
             after = rss_bytes(server.pid)
             memory = http.get("/healthz").json()["memory_bytes"]
-        bound = 64 * MiB + 128 * MiB  # ServeConfig: max_session_bytes + max_logits_bytes
+        bounds = limits["memory_bounds"]
+        bound = bounds["one_session"] + bounds["logits"]  # what one session can make the server hold
         out.update(
             side=side,
             actions=actions,
@@ -210,7 +211,7 @@ def run(side: int = 4096, actions: int = 40, overlays: bool = True, serve_args: 
             rss_peak_growth_mib=round((peak - before) / MiB, 1),
             session_bytes_mib=round(memory["sessions"] / MiB, 1),
             bound_mib=round(bound / MiB, 1),
-            total_bound_mib=round(limits["memory_bytes"]["bound"] / MiB, 1),
+            total_bound_mib=round(bounds["total"] / MiB, 1),
         )
         out["ok"] = (
             out["deaths"] == 0

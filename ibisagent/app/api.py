@@ -189,6 +189,7 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
             "policy_options": list(config.policy_options),
             "token_required": bool(config.token),
             "memory_bytes": service.memory(),
+            "memory_bounds": {**config.memory_budget(), "one_session": config.max_session_bytes},
             "timings": service.tool.timings.snapshot(),
             "limits": {
                 "max_upload_bytes": config.max_upload_bytes,
