@@ -11,6 +11,7 @@ Policies keep per-episode state, so each episode borrows an instance of its own 
 
 from __future__ import annotations
 
+import math
 import threading
 from contextlib import contextmanager
 
@@ -61,14 +62,14 @@ class PolicyRegistry:
         return next(iter(self.specs))
 
     def check_options(self, name: str, options: dict) -> dict:
-        """The request's policy_options if allowed: keys from the operator's list, plain values."""
+        """The request's policy_options if allowed: keys from the operator's list, finite numbers."""
         bad = sorted(k for k in options if k not in self.option_keys)
         if bad:
             allowed = ", ".join(self.option_keys) or "none"
             raise bad_request(f"policy_options {', '.join(map(repr, bad))} not allowed (allowed: {allowed})")
         for k, v in options.items():
-            if not isinstance(v, (int, float, str, bool)) or (isinstance(v, str) and len(v) > 100):
-                raise bad_request(f"policy_options {k!r} must be a number, a short string or a boolean")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise bad_request(f"policy_options {k!r} must be a finite number")
         return options
 
     def _make(self, name: str, options: dict):

@@ -92,7 +92,14 @@ def test_clients_choose_policies_by_name_only(client, xray_id, demo_dir):
     for spec in ("compact:/etc/passwd", "openai:http://127.0.0.1:9/v1", "hf:/models/x", "human", "centre"):
         _4xx(seg(policy=spec), 400, "unknown policy")
     ref = b64(demo_dir / XRAY_LEFT_LUNG)
-    for options in ({"timeout": 1e9}, {"retries": 100}, {"url": "http://x"}, {"iou_threshold": {"a": 1}}):
+    for options in (
+        {"timeout": 1e9},
+        {"retries": 100},
+        {"url": "http://x"},
+        {"iou_threshold": {"a": 1}},
+        {"iou_threshold": "abc"},
+        {"iou_threshold": True},
+    ):
         _4xx(seg(policy="oracle", reference_mask=ref, policy_options=options), 400, "policy_options")
     health = client.get("/healthz").json()
     assert health["policies"] == ["compact", "oracle"] and health["policy_options"] == ["iou_threshold"]
