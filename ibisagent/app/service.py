@@ -365,6 +365,8 @@ class Service:
             if lease.policy.needs_reference and ref is None:
                 raise bad_request(f"policy {name!r} needs a reference mask (reference_mask)")
 
+            finished = threading.Event()
+
             def play():
                 try:
                     return run_episode(env, lease.policy, item.image, req.query, ref, init, item.name, on_step)
@@ -372,8 +374,9 @@ class Service:
                     env.episode.stop_reason = "timeout"
                     return env.episode
                 finally:
-                    if lease.abandoned:
-                        with self._overdue_lock:
+                    with self._overdue_lock:
+                        finished.set()
+                        if lease.abandoned:
                             self._overdue -= 1
 
             overdue = False
@@ -382,8 +385,9 @@ class Service:
             except DeadlineExceeded:  # stuck inside a policy or tool call: answer with the steps so far
                 cancelled.set()
                 with self._overdue_lock:
-                    lease.abandoned = True
-                    self._overdue += 1
+                    if not finished.is_set():  # (else it ended just now: nothing left running)
+                        lease.abandoned = True
+                        self._overdue += 1
                 episode, overdue = _snapshot_episode(env.episode), True
                 episode.stop_reason = "timeout"
             except IbisInputError as exc:
