@@ -116,11 +116,10 @@ function compositeRle(s) { return rleEncode(composite(s), image.height, image.wi
 function areaOf(m) { let a = 0; for (let i = 0; i < m.length; i++) a += m[i]; return a; }
 
 // ---- drawing ------------------------------------------------------------------------------
-function render(live) {
-  if (!slot || !image) return;
-  const W = image.width, H = image.height;
-  if (canvas.width !== W || canvas.height !== H) { canvas.width = W; canvas.height = H; layoutCanvas(); }
-  const out = ctx.createImageData(W, H), o = out.data;
+let baseCache = {slot: null, level: null, width: null, data: null};
+function windowed() {  // the image under the current window/level (RGBA), recomputed only when they change
+  if (baseCache.slot === slot && baseCache.level === wl.level && baseCache.width === wl.width) return baseCache.data;
+  const W = image.width, H = image.height, o = new Uint8ClampedArray(4 * W * H);
   const lo = wl.level - wl.width / 2, scale = 255 / Math.max(wl.width, 1e-6);
   if (slot.plane) {
     const p = slot.plane;
@@ -134,22 +133,33 @@ function render(live) {
     const px = slot.pixels;
     for (let j = 0; j < px.length; j += 4) { o[j] = lut[px[j]]; o[j + 1] = lut[px[j + 1]]; o[j + 2] = lut[px[j + 2]]; o[j + 3] = 255; }
   }
+  baseCache = {slot, level: wl.level, width: wl.width, data: o};
+  return o;
+}
+function render(live) {
+  if (!slot || !image) return;
+  const W = image.width, H = image.height;
+  if (canvas.width !== W || canvas.height !== H) { canvas.width = W; canvas.height = H; layoutCanvas(); }
+  const out = ctx.createImageData(W, H), o = out.data;
+  o.set(windowed());
   const s = live || current();
   const m = composite(s);
-  lastArea = areaOf(m);
-  if ($("showmask").checked) {
-    const a = Number($("opacity").value) / 100, outline = $("outline").checked;
-    for (let y = 0, i = 0; y < H; y++) {
-      for (let x = 0; x < W; x++, i++) {
-        if (!m[i]) continue;
-        const j = 4 * i;
-        if (outline && (x === 0 || y === 0 || x === W - 1 || y === H - 1 || !m[i - 1] || !m[i + 1] || !m[i - W] || !m[i + W])) {
-          o[j] = 255; o[j + 1] = 220; o[j + 2] = 0; continue;
-        }
-        o[j] = o[j] * (1 - a) + 40 * a; o[j + 1] = o[j + 1] * (1 - a) + 200 * a; o[j + 2] = o[j + 2] * (1 - a) + 255 * a;
+  let area = 0;
+  const show = $("showmask").checked, a = Number($("opacity").value) / 100, outline = $("outline").checked;
+  const r = 40 * a, g = 200 * a, b = 255 * a, k = 1 - a;
+  for (let y = 0, i = 0; y < H; y++) {
+    for (let x = 0; x < W; x++, i++) {
+      if (!m[i]) continue;
+      area++;
+      if (!show) continue;
+      const j = 4 * i;
+      if (outline && (x === 0 || y === 0 || x === W - 1 || y === H - 1 || !m[i - 1] || !m[i + 1] || !m[i - W] || !m[i + W])) {
+        o[j] = 255; o[j + 1] = 220; o[j + 2] = 0; continue;
       }
+      o[j] = o[j] * k + r; o[j + 1] = o[j + 1] * k + g; o[j + 2] = o[j + 2] * k + b;
     }
   }
+  lastArea = area;
   ctx.putImageData(out, 0, 0);
   drawMarks(s);
   hud();
@@ -497,9 +507,12 @@ function addClick(x, y, label) {
     const command = `${label ? "p" : "n"} ${((x + 0.5) / image.width).toFixed(6)},${((y + 0.5) / image.height).toFixed(6)}`;
     const t0 = performance.now();
     const out = await postJSON(`/v1/sessions/${sessionId}/act`, {command, outputs: ["rle"]});
+    const t1 = performance.now();
     const corr = {...out.step, person: true};
-    await push(stateFrom(out, [...start.corrections, corr], performance.now() - t0, "click",
+    await push(stateFrom(out, [...start.corrections, corr], t1 - t0, "click",
                          {session: sessionId, command, paint: start.paint}));
+    // request and drawing times of the last click (bench/bench_app.py reads them)
+    statusEl.dataset.requestMs = String(Math.round(t1 - t0)); statusEl.dataset.drawMs = String(Math.round(performance.now() - t1));
   });
 }
 function addBox(x0, y0, x1, y1) {
