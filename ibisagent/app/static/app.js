@@ -407,8 +407,15 @@ async function getSlot(axis, index) {
     s = {key, axis, index, imageId: null, window: null, plane, width: W, height: H, history: [blankState(null)], redo: [],
          episode: null, accepted: null, base: null};
     slots.set(key, s);
+    trimSlots();
   }
   return s;
+}
+const MAX_BLANK_SLOTS = 64;  // slices only looked at are dropped beyond this (oldest first); annotated ones stay
+function trimSlots() {
+  let blank = [...slots.values()].filter((s) => s !== slot && s.history.length === 1 && !s.accepted && !s.base && !s.history[0].rle);
+  for (const s of blank.slice(0, Math.max(blank.length - MAX_BLANK_SLOTS, 0))) slots.delete(s.key);
+  blank = null;
 }
 function sliceImage(s) {
   const stem = volume.name.replace(/\.(nii\.gz|nii|dcm)$/i, "");
@@ -774,14 +781,19 @@ $("export").addEventListener("click", () => guarded("exporting the dataset", asy
   download("annotations.zip", blob);
 }));
 
+// Undo/redo keys pressed while a request runs wait their turn (in order) instead of being dropped.
+let keyChain = Promise.resolve();
+function idle() { return new Promise((resolve) => { const t = () => (busy ? setTimeout(t, 15) : resolve()); t(); }); }
+function queued(button) { keyChain = keyChain.then(idle).then(() => $(button).click()).then(idle); }
+
 // ---- keys ----------------------------------------------------------------------------------------
 document.addEventListener("keydown", (ev) => {
   const t = ev.target;
   if (t && (t.tagName === "TEXTAREA" || t.tagName === "SELECT" || (t.tagName === "INPUT" && !["radio", "checkbox", "range", "button"].includes(t.type)))) return;
   const k = ev.key, ctrl = ev.ctrlKey || ev.metaKey;
   let handled = true;
-  if (ctrl && (k === "z" || k === "Z")) { if (ev.shiftKey) $("redo").click(); else $("undo").click(); }
-  else if (ctrl && (k === "y" || k === "Y")) $("redo").click();
+  if (ctrl && (k === "z" || k === "Z")) queued(ev.shiftKey ? "redo" : "undo");
+  else if (ctrl && (k === "y" || k === "Y")) queued("redo");
   else if (ctrl) handled = false;
   else if (k === " ") { spaceDown = true; stage.classList.add("pan"); }
   else if (k === "ArrowUp" || k === "PageUp" || k === "ArrowRight") changeSlice(1);
