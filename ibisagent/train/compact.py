@@ -408,8 +408,10 @@ def heldout_episodes(
         ef = emb_files.get(s.image)
         if isinstance(ef, Path):
             prime_cache(tool, image, ef)
+        # a reference baseline's one prompt (the box policy), as the evaluation harness gives it
+        init = policy.initial_prompt(tool, tool.embed(image), gt) if hasattr(policy, "initial_prompt") else None
         for text in queries(s) if queries else [make_query(s, "referring", seed=0).text]:
-            yield s, gt, run_episode(env, policy, image, text, gt)
+            yield s, gt, run_episode(env, policy, image, text, gt, init_mask=init)
         if progress:
             progress()
 
