@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import shutil
+import time
 import zipfile
 from pathlib import Path
 
@@ -360,14 +361,17 @@ def test_agent_on_40_slices_progress_and_cancel(page, ct_path):
     page.wait_for_function("() => Number(document.getElementById('progressbox').dataset.done || 0) >= 2")
     assert page.locator("#progressbox").is_visible() and "of 40 done" in page.locator("#progressinfo").inner_text()
     page.screenshot(path=str(ARTIFACTS / "12_range_progress.png"))
+    t0 = time.perf_counter()
     page.click("#cancelrange")
     page.wait_for_function("() => document.getElementById('progressbox').dataset.state === 'cancelled'")
+    assert time.perf_counter() - t0 < 2.0  # the page stops waiting for the slice in flight
     _settled(page)
     done = int(page.locator("#progressbox").get_attribute("data-done"))
     assert 2 <= done < 40 and f"cancelled after {done} of 40" in page.locator("#status").inner_text()
     page.screenshot(path=str(ARTIFACTS / "13_range_cancelled.png"))
-    # the slices done hold the agent's episode: undo returns to the blank slice
-    assert page.locator("#sliceinfo").inner_text().startswith(f"axial slice {done - 1} ")
+    # the page shows the last slice done, or the one whose run was cancelled (left blank)
+    shown = int(page.locator("#sliceinfo").inner_text().split()[2])
+    assert shown in (done - 1, done)
 
 
 def test_single_agent_run_shows_progress(page, demo_dir):

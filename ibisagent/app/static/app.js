@@ -659,7 +659,11 @@ function agentBody(query, init, overlays) {
 
 // Run the agent slice after slice (each slice's mask carried to the next as its starting point).
 $("rangeall").addEventListener("click", () => { if (volume) { $("rangefrom").value = "0"; $("rangeto").value = String(volume.slices[$("axis").value] - 1); } });
-$("cancelrange").addEventListener("click", () => { if (rangeRun) { rangeRun.cancelled = true; $("progressinfo").textContent += "  cancelling ..."; } });
+$("cancelrange").addEventListener("click", () => {
+  if (!rangeRun || rangeRun.cancelled) return;
+  rangeRun.cancelled = true; rangeRun.ctrl.abort();  // the page stops waiting for the slice in flight
+  $("progressinfo").textContent += "  cancelled";
+});
 $("runrange").addEventListener("click", () => guarded("running the agent on slices", async () => {
   if (!volume) throw new Error("upload a volume first");
   const query = $("query").value.trim();
@@ -667,7 +671,7 @@ $("runrange").addEventListener("click", () => guarded("running the agent on slic
   const n = volume.slices[$("axis").value];
   const a = Number($("rangefrom").value), b = Number($("rangeto").value);
   if (!(Number.isInteger(a) && Number.isInteger(b)) || a < 0 || b > n - 1 || a > b) throw new Error(`choose slices within 0..${n - 1}, first <= last`);
-  const run = rangeRun = {cancelled: false, done: 0, total: b - a + 1};
+  const run = rangeRun = {cancelled: false, done: 0, total: b - a + 1, ctrl: new AbortController()};
   $("cancelrange").disabled = false; $("runrange").disabled = true;
   startProgress(`slice ${a}: 0 of ${run.total}`, run.total);
   let carry = null, nonEmpty = 0;
@@ -678,7 +682,10 @@ $("runrange").addEventListener("click", () => guarded("running the agent on slic
       await showSlice(false);
       await ensureImage();
       const init = $("carry").checked && carry ? carry : null;
-      const out = await withImage(() => postJSON("/v1/segment", agentBody(query, init, false)));
+      let out;
+      try {
+        out = await withImage(() => postJSON("/v1/segment", agentBody(query, init, false), run.ctrl.signal));
+      } catch (e) { if (run.cancelled) break; throw e; }
       slot.episode = {viewSteps: out.steps};
       slot.history.push(stateFrom({...out, can_undo: true}, [], out.total_ms, "agent")); slot.redo = [];
       render(); renderSteps();
