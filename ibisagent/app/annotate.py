@@ -41,6 +41,16 @@ class VolumeMasksRequest(BaseModel):
     masks: dict[str, MaskIn] = Field(..., description="slice index (as a string) -> that slice's mask")
 
 
+class WindowedSliceRequest(BaseModel):
+    """A slice windowed to [low, high] intensities (the page's window/level), stored and embedded."""
+
+    model_config = ConfigDict(extra="forbid")
+    axis: Axis = "axial"
+    index: int = Field(..., ge=0)
+    low: float
+    high: float
+
+
 class ExportItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image_id: str | None = Field(None, description="an uploaded image, or a slice's image")
@@ -48,6 +58,8 @@ class ExportItem(BaseModel):
     axis: Axis = "axial"
     index: int | None = None
     window: str = "auto"
+    low: float | None = Field(None, description="with high: the window as intensities (overrides `window`)")
+    high: float | None = None
     mask: MaskIn
     structure: str = Field("target", min_length=1, max_length=100)
     modality: str = Field("", max_length=40)
@@ -120,6 +132,22 @@ class Annotator:
             raise bad_request(f"slice {index} outside 0..{n - 1} along {axis}")
         s = np.ascontiguousarray(item.volume.intensity(axis, index), dtype="<f4")
         return s.tobytes(), s.shape
+
+    def windowed_slice(self, volume_id: str, req: WindowedSliceRequest) -> dict:
+        """Like POST /v1/volumes/{id}/slice, with the window given as [low, high] intensities."""
+        item = self._volume(volume_id)
+        k = self._index(item.volume, req.axis, req.index)
+        rgb = _windowed_rgb(item.volume, req.axis, k, req.low, req.high)
+        name = f"{Path(item.name).name.split('.')[0]}_{req.axis}{k:03d}"
+        out = self.service._store(rgb, name)
+        return {**out, "axis": req.axis, "index": k, "window": f"{req.low:g}..{req.high:g}"}
+
+    @staticmethod
+    def _index(vol, axis: str, index: int | None) -> int:
+        n = vol.n_slices(axis)
+        if index is None or not 0 <= index < n:
+            raise bad_request(f"slice index outside 0..{n - 1} along {axis}")
+        return index
 
     def volume_masks(self, volume_id: str, req: VolumeMasksRequest) -> bytes:
         """Many slices' masks -> the whole volume's mask as .nii.gz (input grid and affine)."""
@@ -214,7 +242,10 @@ class Annotator:
                     n = vol.volume.n_slices(it.axis)
                     if it.index is None or not 0 <= it.index < n:
                         raise bad_request(f"items[{i}]: slice index outside 0..{n - 1} along {it.axis}")
-                    rgb = slice_rgb(vol.volume, it.axis, it.index, it.window)
+                    if it.low is not None and it.high is not None:
+                        rgb = _windowed_rgb(vol.volume, it.axis, it.index, it.low, it.high)
+                    else:
+                        rgb = slice_rgb(vol.volume, it.axis, it.index, it.window)
                     stem = f"{_safe(Path(vol.name).name.split('.')[0])}_{it.axis}{it.index:03d}"
                     modality = it.modality or vol.volume.modality
                 elif it.image_id:
@@ -238,6 +269,15 @@ class Annotator:
             w.writerows(rows)
             zf.writestr("pairs.csv", text.getvalue())
         return buf.getvalue()
+
+
+def _windowed_rgb(volume, axis: str, index: int, low: float, high: float) -> np.ndarray:
+    from ibisagent.data.windowing import to_uint8
+
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise bad_request("window: low and high must be finite numbers with low < high")
+    grey = to_uint8(volume.intensity(axis, index), low, high)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def _canonical_zooms(vol, zooms: list[float]) -> list[float]:
@@ -277,6 +317,12 @@ def mount(app: FastAPI, service) -> None:
         """One slice's intensities: float32 little-endian, rows x columns (header x-shape: "H,W")."""
         data, (H, W) = await service.slots.run(ann.plane, volume_id, axis, index)
         return Response(data, media_type="application/octet-stream", headers={"x-shape": f"{H},{W}"})
+
+    @app.post("/v1/annotate/volumes/{volume_id}/slice")
+    async def windowed_slice(volume_id: str, request: Request) -> dict:
+        """A slice windowed to the page's window/level ([low, high]), stored and embedded like an image."""
+        req, _ = await read_request(request, WindowedSliceRequest, ())
+        return await service.slots.run(ann.windowed_slice, volume_id, req)
 
     @app.post("/v1/annotate/volumes/{volume_id}/masks")
     async def volume_masks(volume_id: str, request: Request) -> Response:

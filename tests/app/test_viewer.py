@@ -304,6 +304,15 @@ def test_volume_slices_axes_wheel_keys_presets(page, ct_path):
     page.wait_for_function(f"() => document.getElementById('view').width === {SHAPE[1]}")
     _settled(page)
     page.screenshot(path=str(ARTIFACTS / "10_volume_sagittal.png"))
+    # the tool sees a slice as the person windows it: a narrow window, then a click embeds that
+    page.select_option("#axis", "axial")
+    page.wait_for_function(f"() => document.getElementById('view').width === {SHAPE[0]}")
+    _settled(page)
+    page.eval_on_selector("#wlwidth", "e => { e.value = '40'; e.dispatchEvent(new Event('input')); }")
+    page.mouse.click(*_xy(page, 59, 35))
+    assert _settled(page, clicks="1")["area"] > 50
+    low, high = page.evaluate("() => [slot.window.low, slot.window.high]")
+    assert high - low == pytest.approx(2 * 1160 * 40 / 1000, rel=0.01)  # intensities span -1000..160
 
 
 def test_volume_click_accept_carry_nifti_export(page, ct_path):
@@ -457,6 +466,10 @@ def test_annotate_routes(tool, ct_path):
         meta = c.get(f"/v1/annotate/volumes/{vid}").json()
         assert meta["aspect"]["coronal"] == pytest.approx(2.5) and meta["windows"]["abdomen"] == [-160.0, 240.0]
         assert c.get(f"/v1/annotate/volumes/{vid}/plane", params={"index": 99}).status_code == 400
+        sl = c.post(f"/v1/annotate/volumes/{vid}/slice", json={"axis": "axial", "index": 20, "low": 0, "high": 200})
+        assert sl.status_code == 200 and sl.json()["window"] == "0..200" and sl.json()["width"] == SHAPE[0]
+        bad = c.post(f"/v1/annotate/volumes/{vid}/slice", json={"axis": "axial", "index": 20, "low": 5, "high": 5})
+        assert bad.status_code == 400 and "low < high" in bad.json()["error"]
         assert c.get("/static/app.js").status_code == 200 and c.get("/static/secret.py").status_code == 404
         bad = c.post(f"/v1/annotate/volumes/{vid}/masks", json={"axis": "axial", "masks": {}})
         assert bad.status_code == 400 and "no slice masks" in bad.json()["error"]

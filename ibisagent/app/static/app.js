@@ -430,11 +430,20 @@ async function showSlice(fitView) {
   if (!sameGrid || fitView) { presetWl(); render(); fit(); } else render();
   renderSteps();
 }
-async function ensureImage() {  // the slice stored and embedded on the server (once)
+function presetRange() { return volume.windows[$("window").value] || volume.range; }
+function customWindow() {  // the display window as [low, high] when it is not the preset's
+  const [lo, hi] = presetRange(), low = wl.level - wl.width / 2, high = wl.level + wl.width / 2;
+  const tol = 1e-6 * Math.max(Math.abs(hi - lo), 1);
+  return Math.abs(low - lo) > tol || Math.abs(high - hi) > tol ? [low, high] : null;
+}
+async function ensureImage() {  // the slice stored and embedded on the server (once), as the person sees it
   if (!slot.plane) return;
   if (slot.imageId) return;
-  const info = await postJSON(`/v1/volumes/${volume.id}/slice`, {axis: slot.axis, index: slot.index, window: $("window").value});
-  slot.imageId = info.image_id; slot.window = info.window; image.id = info.image_id;
+  const custom = customWindow();
+  const info = custom ?
+    await postJSON(`/v1/annotate/volumes/${volume.id}/slice`, {axis: slot.axis, index: slot.index, low: custom[0], high: custom[1]}) :
+    await postJSON(`/v1/volumes/${volume.id}/slice`, {axis: slot.axis, index: slot.index, window: $("window").value});
+  slot.imageId = info.image_id; slot.window = custom ? {low: custom[0], high: custom[1]} : info.window; image.id = info.image_id;
 }
 async function withImage(fn) {  // retry once when the server dropped the slice's image (LRU)
   try { return await fn(); } catch (e) {
@@ -782,7 +791,8 @@ $("export").addEventListener("click", () => guarded("exporting the dataset", asy
   const acc = [...slots.values()].filter((s) => s.accepted);
   if (!acc.length) throw new Error("accept a mask first (A): the export holds accepted masks");
   const items = acc.map((s) => (s.plane ?
-    {volume_id: volume.id, axis: s.axis, index: s.index, window: s.window || $("window").value, mask: s.accepted, structure: structure()} :
+    {volume_id: volume.id, axis: s.axis, index: s.index, mask: s.accepted, structure: structure(),
+     ...(s.window && typeof s.window === "object" ? s.window : {window: s.window || $("window").value})} :
     {image_id: s.imageId, mask: s.accepted, structure: structure(), name: image.name}));
   const blob = await postBlob("/v1/annotate/export", {items});
   download("annotations.zip", blob);
