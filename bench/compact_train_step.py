@@ -21,11 +21,11 @@ def step_seconds(bf16: bool, steps: int, batch: int, compile: bool = False) -> t
     """-> (median seconds per step after warm-up, seconds of the first step)."""
     import torch
 
-    from ibisagent.policies.compact import build_net
+    from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig
     from ibisagent.train.compact import augment, belief_step, compiled_belief
 
     torch.manual_seed(0)
-    net = build_net(hidden=64, reduce=64).train()
+    net = BeliefNet(BeliefNetConfig(hidden=64, reduce=64)).train()
     forward = compiled_belief(net) if compile else None
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     feats, text = torch.randn(batch, 64, 64, 64), torch.randn(batch, 384)

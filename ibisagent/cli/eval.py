@@ -401,7 +401,7 @@ def _heldout_compact(
 ):  # fmt: skip
     from ibisagent.errors import IbisInputError
     from ibisagent.io.images import atomic_write_bytes
-    from ibisagent.policies.compact import WEIGHTS
+    from ibisagent.policies.belief_net import WEIGHTS
     from ibisagent.train.heldout import heldout_compact, heldout_samples
 
     if present_only and absent_only:

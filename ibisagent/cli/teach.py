@@ -21,7 +21,9 @@ def teach(
     base: Annotated[
         Path | None, typer.Option("--from", help="Compact weights to start from (default: the shipped policy)")
     ] = None,
-    minutes: Annotated[float, typer.Option(min=0.05, help="Training minutes at most (after embedding the images)")] = 3.0,
+    minutes: Annotated[
+        float, typer.Option(min=0.05, help="Training minutes at most (after embedding the images)")
+    ] = 3.0,
     max_steps: Annotated[int, typer.Option(min=1, help="Stop after this many steps")] = 300,
     min_pairs: Annotated[int, typer.Option(min=2, help="Pairs needed per structure")] = 5,
     seed: Annotated[int, typer.Option(help="Training seed")] = 0,
@@ -45,7 +47,7 @@ def _teach(data, out, base, minutes, max_steps, min_pairs, seed, cache_dir):
 
     from ibisagent.data.pairs import collect_pairs
     from ibisagent.data.vocabulary import structures_of_queries
-    from ibisagent.policies.compact import load_net
+    from ibisagent.policies.belief_net import load_net
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train import DEFAULT_CACHE_DIR
     from ibisagent.train.embedding_cache import embed_images

@@ -38,7 +38,7 @@ class CompactTrainConfig:
     hidden: int = 64
     reduce: int = 64  # principal components of the 256-channel embedding the belief net reads
     dilations: tuple[int, ...] = (1, 1, 1, 1)  # one FiLM block per entry, 3 x 3 conv with this dilation
-    coarse: int = 0  # FiLM blocks at 16 x 16 before the last block (build_net's `coarse`)
+    coarse: int = 0  # FiLM blocks at 16 x 16 before the last block (BeliefNetConfig's `coarse`)
     seed: int = 0
     heldout_percent: int = 15
     absent_per_image: int = 6  # absent-target negatives per training image
@@ -197,7 +197,7 @@ def train_compact(
 ) -> Path:
     import torch
 
-    from ibisagent.policies.compact import build_net, save_net
+    from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig, save_net
     from ibisagent.train.memory import reuse_freed_memory
 
     if not positives:
@@ -209,8 +209,10 @@ def train_compact(
     text_emb = embed_query_texts(positives, negatives, log, extra_texts=ood_texts, known=text_emb)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
-    net = build_net(
-        hidden=cfg.hidden, reduce=cfg.reduce, dilations=cfg.dilations, dropout=cfg.dropout, coarse=cfg.coarse
+    net = BeliefNet(
+        BeliefNetConfig(
+            hidden=cfg.hidden, reduce=cfg.reduce, dilations=cfg.dilations, dropout=cfg.dropout, coarse=cfg.coarse
+        )
     )
     explained = fit_reduction(net, feats, cfg.seed)
     log(f"embedding reduced to {cfg.reduce} principal components ({explained:.1%} of the variance)")
@@ -342,7 +344,7 @@ def fit_presence(net, positives, negatives, ood: dict, feats, text_emb: dict, cf
     import torch
     import torch.nn.functional as F
 
-    from ibisagent.policies.compact import pool_features
+    from ibisagent.policies.belief_net import pool_features
 
     pooled = {k: pool_features(v.float()[None])[0] for k, v in feats.items()}
     rows = [(p[0], t, 1.0) for p in positives for t in p[2]]

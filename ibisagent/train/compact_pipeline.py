@@ -95,7 +95,8 @@ def run_compact_training(
     images it has learnt the answers. `compile`: `CompactTrainConfig.compile`. The report's
     "timings" are the minutes each part of the run took."""
     from ibisagent.data.splits import validation_split
-    from ibisagent.policies.compact import WEIGHTS, load_net, policy_settings
+    from ibisagent.policies.belief_net import WEIGHTS, load_net
+    from ibisagent.policies.compact import policy_settings
     from ibisagent.train.compact import (
         CompactTrainConfig,
         build_examples,

@@ -190,7 +190,8 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
     out_dir/compact_policy_rl.pt and out_dir/rl_log.jsonl."""
     import torch
 
-    from ibisagent.policies.compact import policy_settings, save_net
+    from ibisagent.policies.belief_net import save_net
+    from ibisagent.policies.compact import policy_settings
     from ibisagent.tools.litemedsam_model import build_model
     from ibisagent.train.compact import belief_loss, pooled_target
 

@@ -93,7 +93,7 @@ def teach(samples, emb_files: dict, out: Path, base: Path | None = None, cfg: Te
 
     from ibisagent.data.queries import out_of_domain_queries
     from ibisagent.data.vocabulary import structures_of_queries
-    from ibisagent.policies.compact import WEIGHTS, load_net, pool_features, save_net
+    from ibisagent.policies.belief_net import WEIGHTS, load_net, pool_features, save_net
     from ibisagent.policies.text_encoder import embed_texts
     from ibisagent.train.compact import augment, belief_loss, build_examples, embed_query_texts, lr_scale, use_bf16
 

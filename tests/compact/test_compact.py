@@ -25,7 +25,7 @@ def trained(tmp_path_factory, demo_samples, tool):
     assert len(pos) == len(demo_samples) and skipped == 0
     out = tmp_path_factory.mktemp("compact")
     weights = train_compact(
-        pos, neg, feats, out, CompactTrainConfig(minutes=2, max_steps=40, batch_size=8, lr=3e-3, compile=False)
+        pos, neg, feats, out, CompactTrainConfig(minutes=60, max_steps=40, batch_size=8, lr=3e-3, compile=False)
     )
     return weights, emb_files
 
@@ -79,7 +79,7 @@ def test_shipped_weights_are_the_segment_default(demo_dir, tmp_path):
     from typer.testing import CliRunner
 
     from ibisagent.cli.main import app
-    from ibisagent.policies.compact import WEIGHTS
+    from ibisagent.policies.belief_net import WEIGHTS
 
     assert WEIGHTS.exists() and WEIGHTS.stat().st_size < 20 * 2**20
     image = demo_dir / "images" / "15_X-Ray_chest.png"
@@ -146,7 +146,8 @@ def test_rl_stage_raises_the_return_of_the_deployed_rule(trained, demo_samples, 
     import torch
 
     from ibisagent.policies import make_policy
-    from ibisagent.policies.compact import WEIGHTS, load_net, policy_settings, save_net
+    from ibisagent.policies.belief_net import WEIGHTS, load_net, save_net
+    from ibisagent.policies.compact import policy_settings
     from ibisagent.tools.litemedsam_model import build_model
     from ibisagent.train.compact import build_examples, embed_query_texts
     from ibisagent.train.compact_rl import CompactRLConfig, State, play_episodes, train_compact_rl
@@ -169,7 +170,7 @@ def test_rl_stage_raises_the_return_of_the_deployed_rule(trained, demo_samples, 
         start.head.bias -= 4.0
     save_net(start, tmp_path / "start.pt")
     before = deployed_return(start)
-    cfg = CompactRLConfig(minutes=5, max_steps=10, states_per_step=4, lr=3e-2, sft_weight=0.0, trainable="head")
+    cfg = CompactRLConfig(minutes=60, max_steps=10, states_per_step=4, lr=3e-2, sft_weight=0.0, trainable="head")
     rl_weights = train_compact_rl(load_net(tmp_path / "start.pt"), pos, feats, text_emb, tmp_path, cfg)
     after = deployed_return(load_net(rl_weights))
     assert after > before + 0.02, (before, after)
@@ -185,7 +186,7 @@ def test_presence_head_is_fitted_balanced_and_known_queries_are_stored(trained):
     (it separates its training pairs), and the training queries for the novelty check."""
     import torch
 
-    from ibisagent.policies.compact import load_net
+    from ibisagent.policies.belief_net import load_net
 
     weights, _ = trained
     blob = torch.load(weights, map_location="cpu", weights_only=True)
@@ -359,12 +360,12 @@ def test_reduction_is_whitened_pca_of_the_training_embeddings(trained, demo_samp
     saved weights carry the same projection and `forward` applies it to full embeddings."""
     import torch
 
-    from ibisagent.policies.compact import build_net, load_net
+    from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig, load_net
     from ibisagent.train.compact import build_examples, fit_reduction
 
     weights, emb_files = trained
     _, _, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
-    net = build_net(hidden=16, reduce=8)
+    net = BeliefNet(BeliefNetConfig(hidden=16, reduce=8))
     kept = fit_reduction(net, feats, seed=0)
     assert 0.3 < kept < 1.0
     with torch.no_grad():
@@ -452,14 +453,14 @@ def test_feature_noise_and_block_dropout_act_in_training_only():
 
     import torch
 
-    from ibisagent.policies.compact import build_net
+    from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig
     from ibisagent.train.compact import augment
 
     torch.manual_seed(0)
     reduced, target = torch.zeros(4, 8, 64, 64), torch.zeros(4, 1, 64, 64)
     noisy, same_target = augment(reduced, target, 0, 0.0, random.Random(0), noise=0.5)
     assert torch.equal(same_target, target) and abs(noisy.std().item() - 0.5) < 0.01
-    net = build_net(hidden=16, reduce=8, dropout=0.5)
+    net = BeliefNet(BeliefNetConfig(hidden=16, reduce=8, dropout=0.5))
     x, text = torch.randn(2, 8, 64, 64), torch.randn(2, 384)
     net.eval()
     assert torch.equal(net.belief(x, text), net.belief(x, text))
@@ -597,7 +598,7 @@ def test_precision_choice_and_bf16_belief_matches_fp32(trained):
     import torch
 
     from ibisagent.errors import IbisInputError
-    from ibisagent.policies.compact import load_net
+    from ibisagent.policies.belief_net import load_net
     from ibisagent.train.compact import use_bf16
 
     assert use_bf16("bf16") and not use_bf16("fp32") and isinstance(use_bf16("auto"), bool)
@@ -620,16 +621,16 @@ def test_ema_saves_the_averaged_weights(demo_samples, tmp_path, trained):
     five steps of training alone move much further."""
     import torch
 
-    from ibisagent.policies.compact import build_net, load_net
+    from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig, load_net
     from ibisagent.train.compact import CompactTrainConfig, build_examples, train_compact
 
     _, emb_files = trained
     pos, neg, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
     torch.manual_seed(0)
-    initial = build_net().proj.weight.detach().half().float()
+    initial = BeliefNet(BeliefNetConfig()).proj.weight.detach().half().float()
     moved = {}
     for decay in (1 - 1e-9, 0.0):
-        cfg = CompactTrainConfig(minutes=1, max_steps=5, batch_size=4, ema=decay, presence_epochs=1, compile=False)
+        cfg = CompactTrainConfig(minutes=60, max_steps=5, batch_size=4, ema=decay, presence_epochs=1, compile=False)
         weights = train_compact(pos, neg, feats, tmp_path / str(decay), cfg, log=lambda m: None)
         moved[decay] = (load_net(weights).proj.weight - initial).norm().item()
     assert 0 < moved[1 - 1e-9] < moved[0.0] / 2, moved
@@ -642,11 +643,11 @@ def test_compiled_training_steps_match_eager_ones():
 
     import torch
 
-    from ibisagent.policies.compact import build_net
+    from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig
     from ibisagent.train.compact import belief_step, compiled_belief
 
     torch.manual_seed(0)
-    eager = build_net(hidden=16, reduce=8).train()
+    eager = BeliefNet(BeliefNetConfig(hidden=16, reduce=8)).train()
     compiled = copy.deepcopy(eager)
     forward = compiled_belief(compiled, log=lambda m: None)
     if forward is None:
@@ -679,7 +680,7 @@ def test_training_falls_back_to_eager_when_compilation_fails(trained, demo_sampl
     _, emb_files = trained
     pos, neg, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
     lines = []
-    cfg = CompactTrainConfig(minutes=1, max_steps=3, batch_size=4, presence_epochs=1, compile=True)
+    cfg = CompactTrainConfig(minutes=60, max_steps=3, batch_size=4, presence_epochs=1, compile=True)
     weights = train_compact(pos, neg, feats, tmp_path, cfg, log=lines.append)
     assert weights.exists() and any("torch.compile failed (RuntimeError: no compiler here)" in m for m in lines)
     assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == 3
@@ -737,15 +738,15 @@ def test_coarse_blocks_shape_the_belief_and_survive_saving(tmp_path):
     with the same architecture and outputs (fp16 storage)."""
     import torch
 
-    from ibisagent.policies.compact import build_net, load_net, save_net
+    from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig, load_net, save_net
 
     torch.manual_seed(0)
     f, t = torch.randn(1, 8, 64, 64), torch.randn(1, 384)
-    net = build_net(hidden=16, reduce=8, coarse=2).eval()
-    assert len(net.coarse) == 2 and not hasattr(build_net(hidden=16, reduce=8), "coarse")
+    net = BeliefNet(BeliefNetConfig(hidden=16, reduce=8, coarse=2)).eval()
+    assert len(net.coarse) == 2 and not hasattr(BeliefNet(BeliefNetConfig(hidden=16, reduce=8)), "coarse")
     with torch.no_grad():
         before = net.belief(f, t)
-        silenced = build_net(hidden=16, reduce=8, coarse=2).eval()
+        silenced = BeliefNet(BeliefNetConfig(hidden=16, reduce=8, coarse=2)).eval()
         silenced.load_state_dict(net.state_dict())
         silenced.up.weight.zero_()
         silenced.up.bias.zero_()
@@ -753,7 +754,7 @@ def test_coarse_blocks_shape_the_belief_and_survive_saving(tmp_path):
     path = save_net(net, tmp_path / "coarse.pt")
     again = load_net(path)
     assert len(again.coarse) == 2
-    half = build_net(hidden=16, reduce=8, coarse=2)
+    half = BeliefNet(BeliefNetConfig(hidden=16, reduce=8, coarse=2))
     half.load_state_dict({k: v.half().float() for k, v in net.state_dict().items()})
     with torch.no_grad():
         assert torch.allclose(again.belief(f, t), half.eval().belief(f, t), atol=1e-4)

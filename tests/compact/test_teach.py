@@ -69,7 +69,7 @@ def test_teach_writes_a_policy_that_knows_the_new_structure_and_what_it_knew(tmp
     import torch
 
     from ibisagent.policies import make_policy
-    from ibisagent.policies.compact import load_net
+    from ibisagent.policies.belief_net import load_net
     from ibisagent.train.embedding_cache import embed_images
     from ibisagent.train.teach import TeachConfig, teach
 

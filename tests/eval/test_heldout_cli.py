@@ -16,7 +16,7 @@ def cache(tmp_path_factory):
 
 
 def test_heldout_compact_prints_one_line_per_weights_and_a_paired_difference(demo_dir, cache, tmp_path):
-    from ibisagent.policies.compact import WEIGHTS
+    from ibisagent.policies.belief_net import WEIGHTS
 
     out = tmp_path / "h.json"
     args = ["eval", "heldout", "compact", str(demo_dir), "--heldout", "30", "--embed", "--cache-dir", str(cache)]
