@@ -36,10 +36,13 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 # resolves once the page has drawn the n-th click's mask (the status line is updated after drawing)
 SETTLED = """n => new Promise((resolve) => {
   const s = document.getElementById('status');
-  const check = () => { if (s.dataset.busy === '0' && s.dataset.clicks === String(n)) { obs.disconnect(); resolve(); } };
+  const check = () => {
+    if (s.dataset.busy === '0' && (s.dataset.clicks === String(n) || s.className === 'error')) { obs.disconnect(); resolve(); }
+  };
   const obs = new MutationObserver(check);
   obs.observe(s, {attributes: true, childList: true, characterData: true, subtree: true});
   check();
+  setTimeout(() => { obs.disconnect(); resolve("timeout"); }, 30000);
 })"""
 
 
@@ -90,51 +93,43 @@ def http_phase(client, image_id: str, W: int, H: int, n: int, rng) -> list[float
     return ms
 
 
-def browser_phase(url: str, upload: Path, n: int, rng, slice_wait: int | None) -> list[float]:
-    from playwright.sync_api import sync_playwright
-
+def browser_phase(browser, url: str, upload: Path, n: int, rng, slice_wait: int | None) -> list[float]:
     ms, parts = [], []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(120_000)
-            page.goto(url + "/")
-            page.set_input_files("#image", str(upload))
-            if slice_wait is not None:
-                page.wait_for_function(f"() => document.getElementById('view').width === {slice_wait}")
-            page.wait_for_function("() => document.getElementById('status').dataset.busy === '0'")
-            W, H = page.evaluate(
-                "() => [document.getElementById('view').width, document.getElementById('view').height]"
-            )
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(120_000)
+    page.goto(url + "/")
+    page.set_input_files("#image", str(upload))
+    if slice_wait is not None:
+        page.wait_for_function(f"() => document.getElementById('view').width === {slice_wait}")
+    page.wait_for_function("() => document.getElementById('status').dataset.busy === '0'")
+    W, H = page.evaluate("() => [document.getElementById('view').width, document.getElementById('view').height]")
+    done = 0
+    for i, (x, y, lab) in enumerate(clicks_for(W, H, n, rng)):
+        if i and i % 8 == 0:
+            page.click("#reset")
+            page.wait_for_function("() => document.getElementById('status').dataset.clicks === '0'")
             done = 0
-            for i, (x, y, lab) in enumerate(clicks_for(W, H, n, rng)):
-                if i and i % 8 == 0:
-                    page.click("#reset")
-                    page.wait_for_function("() => document.getElementById('status').dataset.clicks === '0'")
-                    done = 0
-                box = page.locator("#view").bounding_box()
-                px = box["x"] + (x + 0.5) * box["width"] / W
-                py = box["y"] + (y + 0.5) * box["height"] / H
-                t0 = time.perf_counter()
-                page.mouse.click(px, py, button="left" if lab else "right")
-                done += 1
-                page.evaluate(SETTLED, done)  # no polling: a MutationObserver on the status line
-                ms.append(1000 * (time.perf_counter() - t0))
-                parts.append(
-                    [int(page.locator("#status").get_attribute(f"data-{k}-ms") or 0) for k in ("request", "draw")]
-                )
-            print(
-                f"  in the page: request p50 {pct([p[0] for p in parts[1:]], 50):.0f} ms,"
-                f" decode + draw p50 {pct([p[1] for p in parts[1:]], 50):.0f} ms"
-                f" p95 {pct([p[1] for p in parts[1:]], 95):.0f} ms"
-            )
-            first = ms.pop(0)  # a slice's first click also stores and embeds it
-            print(
-                f"  first click ({'slice embedding included' if slice_wait != 1024 else 'image embedded at upload'}): {first:.0f} ms"
-            )
-        finally:
-            browser.close()
+        box = page.locator("#view").bounding_box()
+        px = box["x"] + (x + 0.5) * box["width"] / W
+        py = box["y"] + (y + 0.5) * box["height"] / H
+        t0 = time.perf_counter()
+        page.mouse.click(px, py, button="left" if lab else "right")
+        done += 1
+        late = page.evaluate(SETTLED, done)  # no polling: a MutationObserver on the status line
+        if late or page.locator("#status").get_attribute("class") == "error":
+            raise RuntimeError(f"click {i}: {page.locator('#status').inner_text()}")
+        ms.append(1000 * (time.perf_counter() - t0))
+        parts.append([int(page.locator("#status").get_attribute(f"data-{k}-ms") or 0) for k in ("request", "draw")])
+    print(
+        f"  in the page: request p50 {pct([p[0] for p in parts[1:]], 50):.0f} ms,"
+        f" decode + draw p50 {pct([p[1] for p in parts[1:]], 50):.0f} ms"
+        f" p95 {pct([p[1] for p in parts[1:]], 95):.0f} ms"
+    )
+    first = ms.pop(0)  # a slice's first click also stores and embeds it
+    print(
+        f"  first click ({'slice embedding included' if slice_wait != 1024 else 'image embedded at upload'}): {first:.0f} ms"
+    )
+    page.close()
     return ms
 
 
@@ -188,9 +183,15 @@ def main() -> int:
                 row("http-slice", http_phase(client, sl["image_id"], sl["width"], sl["height"], args.clicks, rng))
             )
         if not args.no_browser and CHROMIUM.exists():
-            with running_server(create_app(config, tool=app.state.service.tool)) as url:
-                rows.append(row("browser-2d", browser_phase(url, DEMO, args.clicks, rng, 1024)))
-                rows.append(row("browser-slice", browser_phase(url, ct, args.clicks, rng, 256)))
+            from playwright.sync_api import sync_playwright
+
+            with running_server(create_app(config, tool=app.state.service.tool)) as url, sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+                try:
+                    rows.append(row("browser-2d", browser_phase(browser, url, DEMO, args.clicks, rng, 1024)))
+                    rows.append(row("browser-slice", browser_phase(browser, url, ct, args.clicks, rng, 256)))
+                finally:
+                    browser.close()
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
