@@ -33,11 +33,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
-# resolves once the page has drawn the n-th click's mask (the status line is updated after drawing)
+# resolves once the page has drawn the mask of its n-th answered click (the status line is updated after drawing)
 SETTLED = """n => new Promise((resolve) => {
   const s = document.getElementById('status');
   const check = () => {
-    if (s.dataset.busy === '0' && (s.dataset.clicks === String(n) || s.className === 'error')) { obs.disconnect(); resolve(); }
+    if (s.dataset.busy === '0' && (s.dataset.acts === String(n) || s.className === 'error')) { obs.disconnect(); resolve(); }
   };
   const obs = new MutationObserver(check);
   obs.observe(s, {attributes: true, childList: true, characterData: true, subtree: true});
@@ -103,12 +103,11 @@ def browser_phase(browser, url: str, upload: Path, n: int, rng, slice_wait: int 
         page.wait_for_function(f"() => document.getElementById('view').width === {slice_wait}")
     page.wait_for_function("() => document.getElementById('status').dataset.busy === '0'")
     W, H = page.evaluate("() => [document.getElementById('view').width, document.getElementById('view').height]")
-    done = 0
+    done = 0  # clicks the page has had answered (data-acts)
     for i, (x, y, lab) in enumerate(clicks_for(W, H, n, rng)):
         if i and i % 8 == 0:
-            page.click("#reset")
+            page.evaluate("() => document.getElementById('reset').click()")  # page.click would scroll the page
             page.wait_for_function("() => document.getElementById('status').dataset.clicks === '0'")
-            done = 0
         box = page.locator("#view").bounding_box()
         px = box["x"] + (x + 0.5) * box["width"] / W
         py = box["y"] + (y + 0.5) * box["height"] / H

@@ -529,6 +529,7 @@ function addClick(x, y, label) {
                          {session: sessionId, command, paint: start.paint}));
     // request and drawing times of the last click (bench/bench_app.py reads them)
     statusEl.dataset.requestMs = String(Math.round(t1 - t0)); statusEl.dataset.drawMs = String(Math.round(performance.now() - t1));
+    statusEl.dataset.acts = String(Number(statusEl.dataset.acts || 0) + 1);  // clicks answered (a repeated click may add none)
   });
 }
 function addBox(x0, y0, x1, y1) {
