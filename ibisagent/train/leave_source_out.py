@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -251,7 +252,8 @@ def summarise(out: Path) -> dict:
     OUT/summary.json and OUT/summary.md."""
     from ibisagent.eval.stats import bootstrap_ci, paired_difference
 
-    records = sorted((json.loads(p.read_text()) for p in out.glob("fold_*.json")), key=lambda r: r["fold"])
+    files = [p for p in out.glob("fold_*.json") if re.fullmatch(r"fold_\d+\.json", p.name)]
+    records = sorted((json.loads(p.read_text()) for p in files), key=lambda r: r["fold"])
     if not records:
         raise IbisInputError(out, "no fold results yet (run: ibisagent eval lso DATA --out OUT)")
     names = list(records[0]["results"])

@@ -72,6 +72,7 @@ def test_summary_pools_folds_with_intervals_and_checks_the_centre_click(tmp_path
     ]
     for r in recs:
         (tmp_path / f"fold_{r['fold']}.json").write_text(json.dumps(r))
+    (tmp_path / "fold_0.old.json").write_text(json.dumps(recs[0]))  # not a fold file: ignored
     s = lso.summarise(tmp_path)
     assert s["n_targets"] == 4 and s["folds_done"] == [0, 1]
     assert s["policies"]["compact"]["mean_iou"] == pytest.approx(0.425)
