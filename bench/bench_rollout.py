@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ibisagent.env.protocol import format_response
-from ibisagent.train.rollout import GenOut, Task, rollout_episodes
+from ibisagent.train.vlm.rollout import GenOut, Task, rollout_episodes
 
 DEMO = Path(__file__).resolve().parents[1] / "ibisagent" / "assets" / "demo"
 
@@ -30,7 +30,7 @@ DEMO = Path(__file__).resolve().parents[1] / "ibisagent" / "assets" / "demo"
 def demo_task(side: int | None) -> Task:
     from ibisagent.data.pairs import read_pairs_csv
     from ibisagent.data.queries import make_query
-    from ibisagent.train.sft_data import shrink
+    from ibisagent.train.vlm.sft_data import shrink
 
     s = read_pairs_csv(DEMO / "pairs.csv")[0]  # the liver on the abdominal CT slice
     image, gt = shrink(*s.load(), side)
@@ -65,7 +65,7 @@ def tiny_generator(max_new_tokens: int):
 
     from ibisagent.policies.vlm_hf import load_vlm
     from ibisagent.testing.tiny_vlm import save_tiny_vlm
-    from ibisagent.train.rollout import HFGenerator
+    from ibisagent.train.vlm.rollout import HFGenerator
 
     torch.manual_seed(0)
     path = save_tiny_vlm(Path(tempfile.mkdtemp()) / "tiny", "qwen2_5_vl")

@@ -1,4 +1,4 @@
-"""Time one supervised training step of the compact policy's belief net (`train.compact.belief_step`,
+"""Time one supervised training step of the compact policy's belief net (`train.compact.sft.belief_step`,
 the step `train compact` takes) in float32 and under bfloat16 autocast (`CompactTrainConfig.precision`),
 each eager and through torch.compile (`CompactTrainConfig.compile`), on random inputs of the real shapes.
 
@@ -22,7 +22,7 @@ def step_seconds(bf16: bool, steps: int, batch: int, compile: bool = False) -> t
     import torch
 
     from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig
-    from ibisagent.train.compact import augment, belief_step, compiled_belief
+    from ibisagent.train.compact.sft import augment, belief_step, compiled_belief
 
     torch.manual_seed(0)
     net = BeliefNet(BeliefNetConfig(hidden=64, reduce=64)).train()
@@ -47,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from ibisagent.train.compact import use_bf16
+    from ibisagent.train.compact.sft import use_bf16
 
     torch.set_num_threads(args.threads)
     fp32, _ = step_seconds(False, args.steps, args.batch)

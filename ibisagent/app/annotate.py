@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ibisagent.app.errors import bad_request, not_found, too_large, unsupported
+from ibisagent.app.requests import read_request
 from ibisagent.app.schemas import MaskIn
 
 STATIC = Path(__file__).parent / "static"
@@ -297,8 +298,6 @@ def _png(img) -> bytes:
 
 def mount(app: FastAPI, service) -> None:
     """Add the annotator's routes to the app."""
-    from ibisagent.app.api import read_request
-
     ann = Annotator(service)
 
     @app.get("/static/{name}", include_in_schema=False)

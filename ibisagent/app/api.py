@@ -7,19 +7,19 @@ or wrong token, 403 a cross-origin request, 404 unknown ids, 413 too large, 415 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ibisagent import __version__
 from ibisagent.app.config import ServeConfig
 from ibisagent.app.errors import ApiError, bad_request, unsupported
 from ibisagent.app.limits import BodyLimit
+from ibisagent.app.requests import one_line, read_request
 from ibisagent.app.schemas import (
     ImageResponse,
     MaskRequest,
@@ -42,14 +42,6 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 MASK_FILES = ("prev_mask", "reference_mask", "init_mask")
 
 
-def _one_line(exc: ValidationError | RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
-
-
 def _body_doc(model: type[BaseModel], files: tuple[str, ...]) -> dict:
     """OpenAPI requestBody: the JSON model, or multipart with the same fields plus file parts."""
     schema = model.model_json_schema()
@@ -63,60 +55,6 @@ def _body_doc(model: type[BaseModel], files: tuple[str, ...]) -> dict:
             "content": {"application/json": {"schema": schema}, "multipart/form-data": {"schema": form}},
         }
     }
-
-
-async def read_request(request: Request, model: type[BaseModel], file_fields: tuple[str, ...]):
-    """(validated model, {file field: bytes, "<field>_name": filename}) from a JSON or multipart body.
-
-    In multipart, text fields map to model fields; values starting with [ or { are parsed as JSON."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    files: dict[str, bytes | str] = {}
-    if ctype == "multipart/form-data":
-        try:
-            form = await request.form(max_files=len(file_fields), max_fields=64)
-        except Exception as exc:  # starlette raises several types for a broken multipart body
-            raise bad_request(f"malformed multipart body ({getattr(exc, 'detail', exc)})") from None
-        fields: dict = {}
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                if key not in file_fields:
-                    raise bad_request(f"unexpected file field {key!r}; file fields: {', '.join(file_fields)}")
-                files[key] = await value.read()
-                files[f"{key}_name"] = Path(value.filename or key).name
-            elif key in file_fields:
-                raise bad_request(f"{key!r} must be a file upload")
-            else:
-                text = str(value).strip()
-                if text[:1] in ("[", "{"):
-                    try:
-                        fields[key] = json.loads(text)
-                    except (json.JSONDecodeError, RecursionError):
-                        raise bad_request(f"{key}: malformed or too deeply nested JSON") from None
-                else:
-                    fields[key] = text
-        try:
-            return model.model_validate(fields), files
-        except ValidationError as exc:
-            raise ApiError(422, _one_line(exc)) from None
-        except RecursionError:
-            raise bad_request("too deeply nested JSON") from None
-    if ctype in ("application/json", ""):
-        body = await request.body()
-        if not body.strip():
-            raise bad_request("empty request body; send JSON (application/json) or multipart/form-data")
-        try:
-            json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise bad_request("malformed JSON body") from None
-        except RecursionError:
-            raise bad_request("too deeply nested JSON body") from None
-        try:
-            return model.model_validate_json(body), files
-        except ValidationError as exc:
-            raise ApiError(422, _one_line(exc)) from None
-        except RecursionError:
-            raise bad_request("too deeply nested JSON body") from None
-    raise unsupported(f"content type {ctype!r}: send application/json or multipart/form-data")
 
 
 def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None = None) -> FastAPI:
@@ -158,7 +96,7 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        return JSONResponse({"error": _one_line(exc)}, status_code=422)
+        return JSONResponse({"error": one_line(exc)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):

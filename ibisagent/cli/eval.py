@@ -306,11 +306,11 @@ def _lso(
     from ibisagent.data.pairs import collect_pairs
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train import DEFAULT_CACHE_DIR
+    from ibisagent.train.compact.teach import TeachConfig
     from ibisagent.train.embedding_cache import embed_images
     from ibisagent.train.leave_source_out import BASELINES, LSOConfig, images_needed, run_lso, summarise, teach_lift
     from ibisagent.train.leave_source_out import teach_pairs as teach_pairs_of
-    from ibisagent.train.teach import TeachConfig
-    from ibisagent.train.tool_pipeline import _bar_run
+    from ibisagent.train.tool.pipeline import _bar_run
 
     console = Console(stderr=True)
     cfg = LSOConfig(
@@ -445,7 +445,7 @@ def heldout_tool_cmd(
 def _heldout_tool(data, configs, max_clicks, heldout, components, cache_dir, json_out):
     from ibisagent.io.images import atomic_write_bytes
     from ibisagent.train.heldout import heldout_samples, heldout_tool
-    from ibisagent.train.tool_pipeline import format_share
+    from ibisagent.train.tool.pipeline import format_share
 
     held, emb_files = heldout_samples(data, heldout, cache_dir=cache_dir)
     typer.echo(

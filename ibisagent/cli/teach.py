@@ -50,8 +50,8 @@ def _teach(data, out, base, minutes, max_steps, min_pairs, seed, cache_dir):
     from ibisagent.policies.belief_net import load_net
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.train import DEFAULT_CACHE_DIR
+    from ibisagent.train.compact.teach import TeachConfig, check_pairs, teach
     from ibisagent.train.embedding_cache import embed_images
-    from ibisagent.train.teach import TeachConfig, check_pairs, teach
 
     t0 = time.perf_counter()
     samples = collect_pairs(list(data))

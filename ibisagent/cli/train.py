@@ -52,7 +52,7 @@ def train_tool(
 def _train_tool(data, out, minutes, cache_dir, heldout, eval_clicks, install, seed, threads):
     import torch
 
-    from ibisagent.train.tool_pipeline import run_tool_training
+    from ibisagent.train.tool.pipeline import run_tool_training
 
     torch.set_num_threads(threads)
     run_tool_training(data, out, minutes, cache_dir, heldout, eval_clicks, install, seed, threads)
@@ -87,7 +87,7 @@ def train_sft(
     Defaults are the reference recipe: LoRA rank 8 on all language linears, vision frozen,
     lr 1e-5, cosine with 10% warm-up, 10 epochs, global batch 256, images <= 512x512 px.
     Multi-GPU: accelerate launch --config_file ibisagent/train/configs/accelerate_zero2.yaml
-    -m ibisagent.train.sft --config FILE (docs/vlm.md).
+    -m ibisagent.train.vlm.sft --config FILE (docs/vlm.md).
 
     Example: ibisagent train sft --config ibisagent/train/configs/sft_tiny.yaml
     """
@@ -95,7 +95,7 @@ def train_sft(
 
 
 def _train_sft(config, output_dir, max_steps, resume, merge_only):
-    from ibisagent.train.sft import SFTRun, merge_lora, train_sft
+    from ibisagent.train.vlm.sft import SFTRun, merge_lora, train_sft
 
     run = SFTRun.from_yaml(config, output_dir=str(output_dir) if output_dir else None, max_steps=max_steps)
     run.resume = resume
@@ -199,7 +199,7 @@ def train_compact_cmd(
 def _train_compact(
     data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split, compile, budget
 ):
-    from ibisagent.train.compact_pipeline import run_compact_training
+    from ibisagent.train.compact.pipeline import run_compact_training
 
     run_compact_training(
         data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split, compile, budget
@@ -230,8 +230,8 @@ def _train_rl(config, output_dir, max_steps, resume):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ibisagent.train.grpo import GRPO
-    from ibisagent.train.rl_config import RLRun
+    from ibisagent.train.vlm.grpo import GRPO
+    from ibisagent.train.vlm.rl_config import RLRun
 
     run = RLRun.from_yaml(config, output_dir=str(output_dir) if output_dir else None, max_steps=max_steps)
     run.resume = resume

@@ -298,6 +298,6 @@ _NOT_A_NAME = re.compile(r" in this \w| that ")
 
 def structures_of_queries(texts) -> list[str]:
     """The structure names among training query texts: every training target has the query
-    "Segment the {structure}." (`train.compact.query_texts`); template queries of the same shape
+    "Segment the {structure}." (`train.compact.sft.query_texts`); template queries of the same shape
     ("Segment the kidney in this CT image.", "Segment the organ that ...") are not names."""
     return sorted({m.group(1) for t in texts if (m := NAMED_QUERY.match(t)) and not _NOT_A_NAME.search(m.group(1))})

@@ -4,7 +4,7 @@ forward(features B x 256 x 64 x 64, text B x 384) -> (belief logits B x 1 x 64 x
 logit B). The features are LiteMedSAM's image embedding (64 x 64 cells over the tool's 256 x 256
 input frame); the text is the query's unit-norm MiniLM sentence embedding. Configured by
 `BeliefNetConfig`, built by `BeliefNet(config)`, saved and loaded (fp16, with its config) by
-`save_net` / `load_net`. `policies.compact` plays it; `train.compact` trains it.
+`save_net` / `load_net`. `policies.compact` plays it; `train.compact.sft` trains it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ LAYOUT = 3  # the saved format: a file of another layout is refused with "retrai
 class BeliefNetConfig:
     """`hidden`: channels of the trunk; `text_dim`: the query embedding's size (MiniLM: 384);
     `reduce`: principal components the 256-channel embedding is projected onto first (frozen,
-    set by `train.compact.fit_reduction`: training then reads precomputed reduced maps, a quarter
+    set by `train.compact.sft.fit_reduction`: training then reads precomputed reduced maps, a quarter
     of the memory traffic, about twice the steps per CPU minute); `dilations`: one FiLM block per
     entry, 3 x 3 convs with that dilation ((1, 2, 4, 8) sees 31 x 31 cells, all 1s 9 x 9);
     `dropout`: spatial dropout of each block's output in training mode (no weights, not saved);
@@ -67,7 +67,7 @@ class PresenceHead(nn.Module):
     """Is the queried target in the image at all? Absence here means the query names a body region
     the image does not show, which the raw embedding pooled over space (its modality and anatomy,
     `pool_features`) tells best; so this head reads that, not the belief trunk. mu/sd: the training
-    set's feature statistics, set by `train.compact.fit_presence`."""
+    set's feature statistics, set by `train.compact.sft.fit_presence`."""
 
     def __init__(self, text_dim: int, width: int = 128):
         super().__init__()

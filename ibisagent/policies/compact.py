@@ -150,7 +150,7 @@ class Decision(NamedTuple):
 
 
 def decide(mask: np.ndarray, prob: np.ndarray, candidates: list[Click], outcomes: list[np.ndarray], min_gain: float):
-    """The click rule of `CompactPolicy`, shared with the RL stage's rollouts (`train.compact_rl`):
+    """The click rule of `CompactPolicy`, shared with the RL stage's rollouts (`train.compact.grpo`):
     of the candidate clicks (`candidate_clicks`) and the masks the tool returns for each
     (`outcomes`, H x W bool, the same frame as `mask` and `prob`), take the one whose mask agrees
     best with the belief (`soft_iou`), if it beats the current mask's agreement by more than

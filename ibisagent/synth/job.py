@@ -121,7 +121,7 @@ def _load(index: int):
     if cfg.get("embedding_cache") and sample.loader is None:
         from ibisagent.tools.base import image_key
         from ibisagent.train.embedding_cache import cache_path
-        from ibisagent.train.tool_eval import prime_cache
+        from ibisagent.train.tool.evaluate import prime_cache
 
         f = cache_path(Path(cfg["embedding_cache"]), Path(sample.image))
         if f.exists() and ctx.env.tool.cache.get(image_key(image)) is None:

@@ -70,8 +70,8 @@ def heldout_compact(
 ):
     """Yield one dict per weights file (episodes from the query alone on present targets: mean IoU,
     per category / modality / target; absent-target questions and out-of-domain queries), then one
-    per further file: its paired difference to the first (`train.compact.paired_stages`)."""
-    from ibisagent.train.compact import evaluate_absent, evaluate_compact, evaluate_unknown_queries, paired_stages
+    per further file: its paired difference to the first (`train.compact.sft.paired_stages`)."""
+    from ibisagent.train.compact.sft import evaluate_absent, evaluate_compact, evaluate_unknown_queries, paired_stages
 
     kwargs = policy_kwargs or {}
     results = []
@@ -106,10 +106,10 @@ def n_components(sample) -> int:
 
 def heldout_tool(held, emb_files, configs: list[str], max_clicks: int = 10, components: str = "all"):
     """Yield (config, summary) per "weights:strategy" config: the reference click simulator's
-    IoU after k clicks, NoC, GT-box IoU and the share of clicks honoured (`train.tool_eval`).
+    IoU after k clicks, NoC, GT-box IoU and the share of clicks honoured (`train.tool.evaluate`).
     `components`: only targets whose mask is one region ("single") or several ("multi")."""
     from ibisagent.tools.litemedsam import LiteMedSAMTool
-    from ibisagent.train.tool_eval import evaluate_tool
+    from ibisagent.train.tool.evaluate import evaluate_tool
 
     if components not in ("all", "single", "multi"):
         raise IbisInputError("--components", f"expected all, single or multi, got {components!r}")

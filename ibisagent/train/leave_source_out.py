@@ -3,7 +3,7 @@ from a source it never saw, as a user's own data would be.
 
 Sources are the dataset folders (each `pairs.csv` folder: every `more/<source>` and each folder of
 BiomedParse examples). They are dealt into `folds` folds, balanced by pair count; for each fold the
-compact policy is trained (SFT, `train.compact.train_compact`, `minutes` per fold) on every other
+compact policy is trained (SFT, `train.compact.sft.train_compact`, `minutes` per fold) on every other
 source and played from the query alone on up to `per_source` targets of each source of the fold,
 beside the text-free baselines (centre click, salient click, the reference mask's box) on the same
 targets, and asked absent-target questions on the fold's images. Each fold's results are written
@@ -111,7 +111,7 @@ def fold_path(out: Path, fold: int) -> Path:
 def run_fold(fold: int, samples, emb_files: dict, cfg: LSOConfig, out: Path, log=print) -> dict:
     """Train without fold `fold`'s sources, evaluate on them; writes OUT/fold_K.json (atomically)
     and returns it. Weights already in OUT/fold_K/ (an interrupted run) are reused."""
-    from ibisagent.train.compact import (
+    from ibisagent.train.compact.sft import (
         CompactTrainConfig,
         build_examples,
         evaluate_absent,
@@ -176,8 +176,8 @@ def teach_lift(samples, emb_files: dict, cfg: LSOConfig, out: Path, source: str,
     evaluation targets: IoU before (the fold's own results) and after; and on up to 3 targets of each
     other source of the fold, before and after (what teaching costs elsewhere). Writes
     OUT/teach_SOURCE.json atomically."""
-    from ibisagent.train.compact import evaluate_compact
-    from ibisagent.train.teach import TeachConfig, teach
+    from ibisagent.train.compact.sft import evaluate_compact
+    from ibisagent.train.compact.teach import TeachConfig, teach
 
     teach_cfg = teach_cfg or TeachConfig()
     fold_of, _, targets = plan(samples, cfg)

@@ -14,7 +14,7 @@ def trained(tmp_path_factory, demo_samples, tool):
     """A few seconds of training on the bundled demo (embedded once here)."""
     import torch
 
-    from ibisagent.train.compact import CompactTrainConfig, build_examples, train_compact
+    from ibisagent.train.compact.sft import CompactTrainConfig, build_examples, train_compact
     from ibisagent.train.embedding_cache import embed_images
 
     torch.manual_seed(0)
@@ -68,7 +68,7 @@ def test_missing_weights_is_a_clear_error(tmp_path):
 
 
 def test_query_texts_are_varied(demo_samples):
-    from ibisagent.train.compact import query_texts
+    from ibisagent.train.compact.sft import query_texts
 
     texts = query_texts(demo_samples[0], 3)
     assert len(texts) >= 3 and all(isinstance(t, str) and t for t in texts)
@@ -95,7 +95,7 @@ def test_rl_policy_density_is_the_gaussian_it_samples():
     block noise (independent per block plus one shared offset), up to a constant."""
     import torch
 
-    from ibisagent.train.compact_rl import CompactRLConfig, log_prob, sample_beliefs
+    from ibisagent.train.compact.grpo import CompactRLConfig, log_prob, sample_beliefs
 
     cfg = CompactRLConfig(group_size=5, sigma_block=1.5, sigma_offset=2.5)
     gen = torch.Generator().manual_seed(0)
@@ -124,8 +124,8 @@ def test_episodes_of_the_deployed_rule_score_a_right_belief_above_a_wrong_one(tr
     import torch
 
     from ibisagent.policies.compact import policy_settings
-    from ibisagent.train.compact import build_examples
-    from ibisagent.train.compact_rl import State, play_episodes
+    from ibisagent.train.compact.grpo import State, play_episodes
+    from ibisagent.train.compact.sft import build_examples
 
     _, emb_files = trained
     pos, _, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
@@ -149,8 +149,8 @@ def test_rl_stage_raises_the_return_of_the_deployed_rule(trained, demo_samples, 
     from ibisagent.policies.belief_net import WEIGHTS, load_net, save_net
     from ibisagent.policies.compact import policy_settings
     from ibisagent.tools.litemedsam_model import build_model
-    from ibisagent.train.compact import build_examples, embed_query_texts
-    from ibisagent.train.compact_rl import CompactRLConfig, State, play_episodes, train_compact_rl
+    from ibisagent.train.compact.grpo import CompactRLConfig, State, play_episodes, train_compact_rl
+    from ibisagent.train.compact.sft import build_examples, embed_query_texts
 
     _, emb_files = trained
     pos, neg, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
@@ -333,7 +333,7 @@ def test_policy_foresees_the_tool_mask_of_each_click_it_places(trained, demo_sam
 
 
 def test_heldout_unknown_query_evaluation_counts_one_episode_per_image_and_query(trained, demo_samples):
-    from ibisagent.train.compact import evaluate_unknown_queries
+    from ibisagent.train.compact.sft import evaluate_unknown_queries
 
     weights, emb_files = trained
     samples = demo_samples[:3]
@@ -343,7 +343,7 @@ def test_heldout_unknown_query_evaluation_counts_one_episode_per_image_and_query
 
 
 def test_query_embedding_reuses_known_texts():
-    from ibisagent.train.compact import embed_query_texts
+    from ibisagent.train.compact.sft import embed_query_texts
 
     known = {"Segment the liver.": "kept"}
     logged = []
@@ -361,7 +361,7 @@ def test_reduction_is_whitened_pca_of_the_training_embeddings(trained, demo_samp
     import torch
 
     from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig, load_net
-    from ibisagent.train.compact import build_examples, fit_reduction
+    from ibisagent.train.compact.sft import build_examples, fit_reduction
 
     weights, emb_files = trained
     _, _, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
@@ -396,7 +396,7 @@ def test_augmentation_moves_map_and_target_together_and_drops_channels():
 
     import torch
 
-    from ibisagent.train.compact import augment
+    from ibisagent.train.compact.sft import augment
 
     reduced, target = torch.zeros(6, 8, 64, 64), torch.zeros(6, 1, 64, 64)
     reduced[:, :, 30:34, 20:24], target[:, :, 30:34, 20:24] = 5.0, 1.0
@@ -422,7 +422,7 @@ def test_mirrored_examples_are_real_embeddings_of_the_flipped_image_with_sides_s
     import torch
 
     from ibisagent.data.queries import mirror_text
-    from ibisagent.train.compact import build_examples
+    from ibisagent.train.compact.sft import build_examples
     from ibisagent.train.embedding_cache import cached_embeddings, embed_images, load_embedding
 
     assert mirror_text("Segment the Left ventricle, right of the bright leftover.") == (
@@ -454,7 +454,7 @@ def test_feature_noise_and_block_dropout_act_in_training_only():
     import torch
 
     from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig
-    from ibisagent.train.compact import augment
+    from ibisagent.train.compact.sft import augment
 
     torch.manual_seed(0)
     reduced, target = torch.zeros(4, 8, 64, 64), torch.zeros(4, 1, 64, 64)
@@ -511,7 +511,7 @@ def test_budget_shortens_sft_to_end_the_run_in_time_or_says_why_it_cannot(demo_d
 
     from ibisagent.cli.main import app
     from ibisagent.errors import IbisInputError
-    from ibisagent.train.compact_pipeline import EVAL_SECONDS_PER_PAIR, FIXED_MINUTES, sft_minutes_within
+    from ibisagent.train.compact.pipeline import EVAL_SECONDS_PER_PAIR, FIXED_MINUTES, sft_minutes_within
 
     assert sft_minutes_within(0, 30, 36, 10, 200) == 36  # no budget
     assert sft_minutes_within(60, 0.5, 36, 10, 200) == 36  # a warm cache: SFT's whole time fits
@@ -599,7 +599,7 @@ def test_precision_choice_and_bf16_belief_matches_fp32(trained):
 
     from ibisagent.errors import IbisInputError
     from ibisagent.policies.belief_net import load_net
-    from ibisagent.train.compact import use_bf16
+    from ibisagent.train.compact.sft import use_bf16
 
     assert use_bf16("bf16") and not use_bf16("fp32") and isinstance(use_bf16("auto"), bool)
     with pytest.raises(IbisInputError, match="fp32"):
@@ -622,7 +622,7 @@ def test_ema_saves_the_averaged_weights(demo_samples, tmp_path, trained):
     import torch
 
     from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig, load_net
-    from ibisagent.train.compact import CompactTrainConfig, build_examples, train_compact
+    from ibisagent.train.compact.sft import CompactTrainConfig, build_examples, train_compact
 
     _, emb_files = trained
     pos, neg, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
@@ -644,7 +644,7 @@ def test_compiled_training_steps_match_eager_ones():
     import torch
 
     from ibisagent.policies.belief_net import BeliefNet, BeliefNetConfig
-    from ibisagent.train.compact import belief_step, compiled_belief
+    from ibisagent.train.compact.sft import belief_step, compiled_belief
 
     torch.manual_seed(0)
     eager = BeliefNet(BeliefNetConfig(hidden=16, reduce=8)).train()
@@ -667,8 +667,8 @@ def test_training_falls_back_to_eager_when_compilation_fails(trained, demo_sampl
     the run says so and trains on without it."""
     from dataclasses import replace
 
-    import ibisagent.train.compact as compact
-    from ibisagent.train.compact import CompactTrainConfig, build_examples, train_compact
+    import ibisagent.train.compact.sft as compact
+    from ibisagent.train.compact.sft import CompactTrainConfig, build_examples, train_compact
 
     def broken(net, log=print):
         def forward(*args):

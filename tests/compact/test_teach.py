@@ -36,7 +36,7 @@ def test_bad_input_is_a_clear_error_before_any_training(tmp_path, demo_dir):
     from PIL import Image
 
     from ibisagent.errors import IbisInputError
-    from ibisagent.train.teach import check_pairs
+    from ibisagent.train.compact.teach import check_pairs
 
     with pytest.raises(IbisInputError, match="no image/mask pairs"):
         check_pairs([], KNOWN, 5)
@@ -57,7 +57,7 @@ def test_bad_input_is_a_clear_error_before_any_training(tmp_path, demo_dir):
 
 
 def test_a_known_name_refines_the_known_structure_and_says_so(tmp_path, demo_dir):
-    from ibisagent.train.teach import check_pairs
+    from ibisagent.train.compact.teach import check_pairs
 
     counts, decisions = check_pairs(samples_of(write_pairs(tmp_path / "k", demo_dir, "Livers", 5)), KNOWN, 5)
     assert counts == {"Livers": 5} and "already knows ('liver')" in decisions[0] and "refine" in decisions[0]
@@ -70,8 +70,8 @@ def test_teach_writes_a_policy_that_knows_the_new_structure_and_what_it_knew(tmp
 
     from ibisagent.policies import make_policy
     from ibisagent.policies.belief_net import load_net
+    from ibisagent.train.compact.teach import TeachConfig, teach
     from ibisagent.train.embedding_cache import embed_images
-    from ibisagent.train.teach import TeachConfig, teach
 
     data = write_pairs(tmp_path / "data", demo_dir, "zebra organ", 5)
     samples = samples_of(data)

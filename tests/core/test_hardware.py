@@ -42,7 +42,7 @@ def test_training_and_tool_follow_the_probe(monkeypatch, native):
     CPU without native bf16 trains in fp32 and has the tool refuse IBISAGENT_ENCODER_PRECISION=bf16."""
     pytest.importorskip("openvino")
     from ibisagent.tools import onnx_encoder
-    from ibisagent.train.compact import use_bf16
+    from ibisagent.train.compact.sft import use_bf16
 
     monkeypatch.setattr(hardware, "native_bf16", lambda: native)
     assert use_bf16("auto") is native

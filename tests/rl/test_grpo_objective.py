@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ibisagent.errors import IbisInputError
-from ibisagent.train.grpo import batch_indices, clipped_loss, group_advantages
-from ibisagent.train.rl_config import RLRun
+from ibisagent.train.vlm.grpo import batch_indices, clipped_loss, group_advantages
+from ibisagent.train.vlm.rl_config import RLRun
 
 
 def test_group_advantages_hand_computed():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ibisagent.env.protocol import format_response
-from ibisagent.train.rollout import GenOut, clean_text, load_parquet_rows, rollout_episodes, rollout_steps
-from ibisagent.train.rollout import tasks_from_pairs as pairs_tasks
+from ibisagent.train.vlm.rollout import GenOut, clean_text, load_parquet_rows, rollout_episodes, rollout_steps
+from ibisagent.train.vlm.rollout import tasks_from_pairs as pairs_tasks
 
 MALFORMED = [
     "",
@@ -59,7 +59,7 @@ def test_one_encoder_pass_per_image_per_group(tool, tasks, G):
 
 def test_full_episodes_mask_observations_and_share_one_advantage(tool, tasks, tiny_vlm):
     from ibisagent.policies.vlm_hf import load_processor
-    from ibisagent.train.sft_data import ChatCollator
+    from ibisagent.train.vlm.sft_data import ChatCollator
 
     gt = tasks[0].gt
     stop = format_response("the mask covers the lung", "stop", answer="The left lung is segmented.")

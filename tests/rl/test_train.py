@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from ibisagent.train.grpo import GRPO, train_rl
-from ibisagent.train.rl_config import RLRun
+from ibisagent.train.vlm.grpo import GRPO, train_rl
+from ibisagent.train.vlm.rl_config import RLRun
 
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
 

@@ -20,7 +20,7 @@ def processor(tmp_path_factory):
 def test_synth_rows_tokenise_one_image_per_image(synth_run, processor, tmp_path):
     pytest.importorskip("datasets")
     from ibisagent.synth.export import write_chat_dataset
-    from ibisagent.train.sft_data import IGNORE, ChatCollator, load_rows
+    from ibisagent.train.vlm.sft_data import IGNORE, ChatCollator, load_rows
 
     out, _, trajs = synth_run
     write_chat_dataset(trajs, out, tmp_path / "chat")

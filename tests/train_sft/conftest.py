@@ -20,6 +20,6 @@ def tiny_base(tmp_path_factory):
 def oracle_trajectories(tool, demo_dir):
     """Rows (one per step, as released) of real episodes: the click simulator on two demo
     images shrunk to 96 px, through IbisEnv and LiteMedSAM."""
-    from ibisagent.train.sft_data import oracle_rows
+    from ibisagent.train.vlm.sft_data import oracle_rows
 
     return oracle_rows(demo_dir / "pairs.csv", tool, max_samples=2, max_side=96, max_steps=6)

@@ -10,7 +10,7 @@ from ibisagent.errors import IbisInputError
 from ibisagent.policies.human import HumanPolicy
 from ibisagent.policies.runner import run_episode
 from ibisagent.policies.vlm_chat import training_chats
-from ibisagent.train.sft_data import IGNORE, ChatCollator, normalise_row
+from ibisagent.train.vlm.sft_data import IGNORE, ChatCollator, normalise_row
 
 
 @pytest.fixture(scope="module")

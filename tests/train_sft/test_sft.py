@@ -11,7 +11,7 @@ from ibisagent.env.env import IbisEnv
 from ibisagent.env.protocol import format_check
 from ibisagent.policies import make_policy
 from ibisagent.policies.runner import run_episode
-from ibisagent.train.sft import SFTRun, last_checkpoint, train_sft
+from ibisagent.train.vlm.sft import SFTRun, last_checkpoint, train_sft
 
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0}
 
@@ -44,7 +44,7 @@ class Counting(list):
 def mean_loss(model, processor, rows) -> float:
     import torch
 
-    from ibisagent.train.sft_data import ChatCollator
+    from ibisagent.train.vlm.sft_data import ChatCollator
 
     batch = ChatCollator(processor)(rows)
     with torch.inference_mode():
@@ -79,7 +79,7 @@ def test_overfit_learns_well_formed_actions(overfit):
 
 
 def test_saved_adapter_drives_a_full_episode(overfit, tool, demo_samples):
-    from ibisagent.train.sft_data import shrink
+    from ibisagent.train.vlm.sft_data import shrink
 
     rows, result = overfit
     assert (result["adapter"] / "adapter_config.json").exists()

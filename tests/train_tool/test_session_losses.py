@@ -11,7 +11,7 @@ def test_session_loss_is_finite_and_trains_the_prompt_path(demo_samples, tool, p
     import torch
 
     from ibisagent.tools.litemedsam_model import build_model
-    from ibisagent.train.tool import ToolTrainConfig, TrainItem, click_tensors, session_losses, target_in_frame
+    from ibisagent.train.tool.recipe import ToolTrainConfig, TrainItem, click_tensors, session_losses, target_in_frame
 
     items = []
     for s in demo_samples[:2]:
@@ -34,7 +34,7 @@ def test_session_loss_is_finite_and_trains_the_prompt_path(demo_samples, tool, p
 
 
 def test_click_disks_cover_real_clicks_only():
-    from ibisagent.train.tool import click_disks
+    from ibisagent.train.tool.recipe import click_disks
 
     d = click_disks([[(10, 20, 1), (0, 0, -1)], [(100, 5, 0)]], size=128, radius=3)
     assert d.shape == (2, 128, 128)
@@ -47,7 +47,7 @@ def test_click_loss_adds_a_term_that_can_only_raise_the_loss(demo_samples, tool)
     import torch
 
     from ibisagent.tools.litemedsam_model import build_model
-    from ibisagent.train.tool import ToolTrainConfig, TrainItem, session_losses, target_in_frame
+    from ibisagent.train.tool.recipe import ToolTrainConfig, TrainItem, session_losses, target_in_frame
 
     s = demo_samples[0]
     image, gt = s.load()

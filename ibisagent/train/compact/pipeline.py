@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ibisagent.errors import IbisInputError
 from ibisagent.io.images import atomic_write_bytes
-from ibisagent.train.tool_pipeline import _bar_run, console, split_and_embed
+from ibisagent.train.tool.pipeline import _bar_run, console, split_and_embed
 
 
 def saved_setting(weights: Path, key: str) -> dict | None:
@@ -52,7 +52,7 @@ def mirrored_examples(train, cache_dir: Path, cfg) -> tuple[list, dict]:
     """(positives, features by file) of the training images mirrored left-right, embedded once
     into the disk cache like the originals (`build_examples(..., mirrored=True)`)."""
     from ibisagent.tools.litemedsam import LiteMedSAMTool
-    from ibisagent.train.compact import build_examples
+    from ibisagent.train.compact.sft import build_examples
     from ibisagent.train.embedding_cache import embed_images
 
     tool = LiteMedSAMTool(weights="original")
@@ -97,7 +97,8 @@ def run_compact_training(
     from ibisagent.data.splits import validation_split
     from ibisagent.policies.belief_net import WEIGHTS, load_net
     from ibisagent.policies.compact import policy_settings
-    from ibisagent.train.compact import (
+    from ibisagent.train.compact.grpo import CompactRLConfig, train_compact_rl
+    from ibisagent.train.compact.sft import (
         CompactTrainConfig,
         build_examples,
         embed_query_texts,
@@ -107,7 +108,6 @@ def run_compact_training(
         paired_stages,
         train_compact,
     )
-    from ibisagent.train.compact_rl import CompactRLConfig, train_compact_rl
 
     t0 = time.perf_counter()
     _, train, held, emb_files = split_and_embed(data, heldout, cache_dir)

@@ -10,7 +10,7 @@ standalone checkpoint at OUTPUT_DIR/merged (what vLLM serves).
 
     ibisagent train sft --config ibisagent/train/configs/sft_reference.yaml
     accelerate launch --config_file ibisagent/train/configs/accelerate_zero2.yaml \\
-        -m ibisagent.train.sft --config ibisagent/train/configs/sft_reference.yaml
+        -m ibisagent.train.vlm.sft --config ibisagent/train/configs/sft_reference.yaml
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def world_size() -> int:
 
 def build_rows(run: SFTRun) -> list[dict]:
     """All rows of the run's data sources (checked: at least one)."""
-    from ibisagent.train.sft_data import load_rows, oracle_rows
+    from ibisagent.train.vlm.sft_data import load_rows, oracle_rows
 
     if not run.data:
         raise IbisInputError("data", "the config lists no data sources")
@@ -185,7 +185,7 @@ def train_sft(run: SFTRun, rows: list[dict] | None = None) -> dict:
     from trl import SFTTrainer
 
     from ibisagent.policies.vlm_hf import checkpoint_family, families, load_processor
-    from ibisagent.train.sft_data import ChatCollator
+    from ibisagent.train.vlm.sft_data import ChatCollator
 
     base = Path(run.model)
     family = checkpoint_family(base)
@@ -236,7 +236,7 @@ def merge_lora(adapter: str | Path, out: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point for `accelerate launch -m ibisagent.train.sft --config FILE`."""
+    """Entry point for `accelerate launch -m ibisagent.train.vlm.sft --config FILE`."""
     ap = argparse.ArgumentParser(description="SFT of a Qwen-VL agent (see module docstring)")
     ap.add_argument("--config", required=True)
     ap.add_argument("--output-dir")

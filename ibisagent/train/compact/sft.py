@@ -129,7 +129,7 @@ def build_examples(
     the query texts to match."""
     from ibisagent.data.queries import absent_targets, mirror_text
     from ibisagent.train.embedding_cache import load_embedding
-    from ibisagent.train.tool import target_in_frame
+    from ibisagent.train.tool.recipe import target_in_frame
 
     feats: dict[Path, object] = {}
     positives, skipped = [], 0
@@ -396,7 +396,7 @@ def heldout_episodes(
     from ibisagent.policies import make_policy
     from ibisagent.policies.runner import run_episode
     from ibisagent.tools.litemedsam import LiteMedSAMTool
-    from ibisagent.train.tool_eval import prime_cache
+    from ibisagent.train.tool.evaluate import prime_cache
 
     tool = LiteMedSAMTool(cache_entries=8)
     env = IbisEnv(tool, max_steps=max_steps)

@@ -37,7 +37,7 @@ class TeachConfig:
     lr: float = 1e-3
     keep_weight: float = 1.0  # weight of the self-distillation loss that keeps what the policy knew
     keep_queries: int = 2  # known queries distilled per new image and step
-    shift_cells: int = 4  # augmentation as in training (`train.compact.augment`)
+    shift_cells: int = 4  # augmentation as in training (`train.compact.sft.augment`)
     channel_dropout: float = 0.1
     query_variants: int = 3
     seed: int = 0
@@ -95,7 +95,7 @@ def teach(samples, emb_files: dict, out: Path, base: Path | None = None, cfg: Te
     from ibisagent.data.vocabulary import structures_of_queries
     from ibisagent.policies.belief_net import WEIGHTS, load_net, pool_features, save_net
     from ibisagent.policies.text_encoder import embed_texts
-    from ibisagent.train.compact import augment, belief_loss, build_examples, embed_query_texts, lr_scale, use_bf16
+    from ibisagent.train.compact.sft import augment, belief_loss, build_examples, embed_query_texts, lr_scale, use_bf16
 
     cfg = cfg or TeachConfig()
     base = Path(base) if base else WEIGHTS

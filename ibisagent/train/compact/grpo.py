@@ -10,7 +10,7 @@ threshold of the rule at once. For each training image and query it samples G ma
 as a whole episode from an empty mask with the deployed rule on the real tool (one batched
 decode per step for the candidate clicks of all live episodes), and scores every turn with the
 five reference rewards (`ibisagent.rewards.score_terms`, on the protocol text of the turn); an
-episode's return is the mean over its turns, as for the VLM (`train.rollout`). Advantages are
+episode's return is the mean over its turns, as for the VLM (`train.vlm.rollout`). Advantages are
 normalised within the group; the objective is PPO's clipped ratio, no KL term. By default only
 the net's last layer learns (`trainable="head"`): the SFT net has learnt its training images,
 so what the whole net learns from their rewards does not carry over to new images, while the
@@ -112,7 +112,7 @@ def decode_chunks(tool_net, features: list, points: list[list[tuple[int, int, in
     import torch
 
     from ibisagent.tools.litemedsam_model import decode
-    from ibisagent.train.tool import click_tensors
+    from ibisagent.train.tool.recipe import click_tensors
 
     out = []
     with torch.inference_mode():
@@ -185,7 +185,7 @@ def play_episodes(tool_net, items: list[State], beliefs, settings: dict, max_act
 
 def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: CompactRLConfig, log=print) -> Path:
     """GRPO on `net` (the SFT belief network) for `cfg.minutes`, on the examples of
-    `train.compact.build_examples` and their query embeddings (`embed_query_texts`), with the
+    `train.compact.sft.build_examples` and their query embeddings (`embed_query_texts`), with the
     shipped click-trained tool and the policy's default rules (`policy_settings`). Writes
     out_dir/compact_policy_rl.pt and out_dir/rl_log.jsonl."""
     import torch
@@ -193,7 +193,7 @@ def train_compact_rl(net, positives, feats, text_emb: dict, out_dir: Path, cfg: 
     from ibisagent.policies.belief_net import save_net
     from ibisagent.policies.compact import policy_settings
     from ibisagent.tools.litemedsam_model import build_model
-    from ibisagent.train.compact import belief_loss, pooled_target
+    from ibisagent.train.compact.sft import belief_loss, pooled_target
 
     items = [State(feats[p[0]], p[3], p[2]) for p in positives]
     if not items:

@@ -177,7 +177,7 @@ def tasks_from_pairs(pairs: str | Path, max_samples: int | None = None, max_side
     so the longer side is at most `max_side` pixels."""
     from ibisagent.data.pairs import read_pairs_csv
     from ibisagent.data.queries import make_query
-    from ibisagent.train.sft_data import shrink
+    from ibisagent.train.vlm.sft_data import shrink
 
     tasks = []
     for s in [s for s in read_pairs_csv(pairs) if not s.negative and s.mask is not None][:max_samples]:
@@ -267,7 +267,7 @@ def rollout_episodes(
         texts = [st.response for st in env.episode.steps]
         reward = float(np.mean(_step_rewards(texts, steps, task, reward_funcs)))
         rows = training_chats(task.image, env.episode, history=history, max_pixels=max_pixels)
-        if not history:  # one row per sampled turn: train on the sampled ids (`train.rl_batch`)
+        if not history:  # one row per sampled turn: train on the sampled ids (`train.vlm.rl_batch`)
             for row, ids in zip(rows, s["ids"]):
                 row["completion_ids"] = ids
         res.append(

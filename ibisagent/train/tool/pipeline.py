@@ -70,8 +70,8 @@ def run_tool_training(
 ):
     from ibisagent.tools.litemedsam import LiteMedSAMTool
     from ibisagent.tools.litemedsam_model import CLICK_WEIGHTS
-    from ibisagent.train.tool import ToolTrainConfig, prepare_items, train_prompt_path
-    from ibisagent.train.tool_eval import evaluate_tool
+    from ibisagent.train.tool.evaluate import evaluate_tool
+    from ibisagent.train.tool.recipe import ToolTrainConfig, prepare_items, train_prompt_path
 
     t0 = time.perf_counter()
     samples, train, held, emb_files = split_and_embed(data, heldout, cache_dir)
@@ -144,7 +144,7 @@ def model_card(report: dict) -> str:
         f"{report['heldout_pairs']} held-out pairs. Several sources are non-commercial, so the collection is not redistributed.",
         "",
         "## Recipe",
-        "RITM-style simulated sessions (ibisagent/train/tool.py): first positive click at the target's deepest",
+        "RITM-style simulated sessions (ibisagent/train/tool/recipe.py): first positive click at the target's deepest",
         "point or at random well inside it; further clicks in the error regions of the model's own prediction;",
         "previous logits fed back; BCE + Dice + IoU-head MSE at the first and last click, plus BCE averaged over",
         "disks of `click_radius` px around the clicks (weight `click_loss`: without it most late clicks are not",

@@ -12,7 +12,7 @@ Other rows (the episode mode with history: one chat with every turn) go through 
 from __future__ import annotations
 
 from ibisagent.policies.vlm_chat import MAX_PIXELS
-from ibisagent.train.sft_data import IGNORE, ChatCollator
+from ibisagent.train.vlm.sft_data import IGNORE, ChatCollator
 
 
 def collate_rollout_rows(processor, rows: list[dict], max_pixels: int = MAX_PIXELS) -> dict:

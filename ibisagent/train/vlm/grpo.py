@@ -4,9 +4,9 @@ Why not TRL's GRPOTrainer: its multi-turn hooks (`environment_factory=`, `rollou
 `tools=`) pass tool results through the chat template's tool role, which Qwen2.5-VL's template
 does not have, and results longer than `max_completion_length` are silently dropped; our
 environment returns a new IMAGE (the mask overlay) after every click. So the rollouts are ours
-(`train.rollout`, through `IbisEnv` with one shared tool), and so is this loop; the rewards are
+(`train.vlm.rollout`, through `IbisEnv` with one shared tool), and so is this loop; the rewards are
 the TRL-style functions of `ibisagent.rewards` (`(completions, **kwargs) -> list[float]`), the
-loss rows are the sampled token ids after their prompt (`train.rl_batch`; the SFT collator's
+loss rows are the sampled token ids after their prompt (`train.vlm.rl_batch`; the SFT collator's
 label masking for whole-episode chats).
 
 Per optimiser step: `batch_size` queries x G rollouts; reward r_i; advantage
@@ -22,7 +22,7 @@ beta > 0 uses the base model (LoRA adapters disabled) or a frozen copy (full fin
 Logits are divided by the sampling temperature, as in the sampler.
 
     ibisagent train rl --config ibisagent/train/configs/rl_reference.yaml
-    accelerate launch -m ibisagent.train.grpo --config FILE      (several GPUs: data parallel)
+    accelerate launch -m ibisagent.train.vlm.grpo --config FILE      (several GPUs: data parallel)
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from ibisagent.errors import IbisInputError
-from ibisagent.train.rl_config import BUILTIN_REWARDS, RLRun
-from ibisagent.train.rollout import Rollout
+from ibisagent.train.vlm.rl_config import BUILTIN_REWARDS, RLRun
+from ibisagent.train.vlm.rollout import Rollout
 
 ADV_EPS = 1e-4
 
@@ -59,7 +59,7 @@ def token_logps(model, batch: dict, temperature: float = 1.0):
     (labels != -100 in the SFT collator's batch)."""
     import torch
 
-    from ibisagent.train.sft_data import IGNORE
+    from ibisagent.train.vlm.sft_data import IGNORE
 
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs, use_cache=False).logits[:, :-1].float() / temperature
@@ -110,7 +110,7 @@ def resolve_rewards(spec: dict[str, float], mode: str, tool) -> dict[str, tuple[
 
 def load_data(run: RLRun) -> list:
     """Step mode: synth RL rows; episode mode: `rollout.Task`s."""
-    from ibisagent.train.rollout import load_parquet_rows, tasks_from_pairs, tasks_from_rows
+    from ibisagent.train.vlm.rollout import load_parquet_rows, tasks_from_pairs, tasks_from_rows
 
     items = []
     for src in run.data:
@@ -150,7 +150,7 @@ class GRPO:
         from transformers import get_scheduler
 
         from ibisagent.policies.vlm_hf import checkpoint_family, families, load_processor
-        from ibisagent.train.sft import prepare_model
+        from ibisagent.train.vlm.sft import prepare_model
 
         run.check()
         self.run = run
@@ -185,7 +185,7 @@ class GRPO:
             tool = make_tool(run.tool)
         self.tool = tool
         self.rewards = reward_funcs or resolve_rewards(run.rewards, run.mode, tool)
-        from ibisagent.train.rollout import make_generator
+        from ibisagent.train.vlm.rollout import make_generator
 
         self.generate = make_generator(
             run.generation,
@@ -199,7 +199,7 @@ class GRPO:
 
     # -- rollouts -------------------------------------------------------------------------
     def rollouts(self, idx: list[int]) -> list[Rollout]:
-        from ibisagent.train.rollout import rollout_episodes, rollout_steps
+        from ibisagent.train.vlm.rollout import rollout_episodes, rollout_steps
 
         run, items = self.run, [self.items[i] for i in idx]
         if run.mode == "episode":
@@ -226,7 +226,7 @@ class GRPO:
         """Clipped objective over all agent tokens of the rollouts; returns loss statistics."""
         import torch
 
-        from ibisagent.train.rl_batch import collate_rollout_rows
+        from ibisagent.train.vlm.rl_batch import collate_rollout_rows
 
         run = self.run
         items = [(row, a) for r, a in zip(rollouts, adv) for row in r.rows]
@@ -285,7 +285,7 @@ class GRPO:
 
     # -- the run --------------------------------------------------------------------------
     def resume(self) -> None:
-        from ibisagent.train.rl_state import checkpoints, load_checkpoint
+        from ibisagent.train.vlm.rl_state import checkpoints, load_checkpoint
 
         found = checkpoints(self.run.output_dir)
         if self.run.resume and found:
@@ -294,7 +294,7 @@ class GRPO:
 
     def train(self, on_step: Callable[[dict], None] | None = None) -> dict:
         """Run until `total` steps; `on_step(metrics)` after each. Returns the final metrics."""
-        from ibisagent.train.rl_state import MetricLog, export_model, save_checkpoint
+        from ibisagent.train.vlm.rl_state import MetricLog, export_model, save_checkpoint
 
         run = self.run
         self.resume()
@@ -374,7 +374,7 @@ def train_rl(run: RLRun, reward_funcs: dict | None = None, tool=None, on_step=No
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point for `accelerate launch -m ibisagent.train.grpo --config FILE`."""
+    """Entry point for `accelerate launch -m ibisagent.train.vlm.grpo --config FILE`."""
     import json
 
     ap = argparse.ArgumentParser(description="GRPO of a Qwen-VL agent (see module docstring)")
