@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ibisagent.app.errors import bad_request, not_found
 from ibisagent.app.schemas import MaskIn, MaskOut, Output, StepOut
 from ibisagent.app.store import BoundedLRU, nbytes_of
+from ibisagent.env.env import EnvState
 from ibisagent.errors import IbisInputError
 
 
@@ -71,82 +72,13 @@ class SessionResponse(BaseModel):
     tool_ms: float | None = None
 
 
-class _Packed:
-    """An H x W bool mask packed to 1 bit a pixel."""
-
-    def __init__(self, mask: np.ndarray):
-        self.shape = mask.shape
-        self.bits = np.packbits(np.asarray(mask, bool))
-
-    def unpack(self) -> np.ndarray:
-        return np.unpackbits(self.bits, count=self.shape[0] * self.shape[1]).reshape(self.shape).astype(bool)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.bits.nbytes)
-
-
-@dataclass
-class _Snapshot:
-    """What `IbisEnv` changes in a step (masks and logits are replaced, never written in place)."""
-
-    points: list
-    labels: list
-    mask: _Packed
-    logits: Any
-    t: int
-    recent: list
-    done: bool
-    n_steps: int
-    stop_reason: str | None
-    answer: str | None
-
-    @property
-    def nbytes(self) -> int:
-        return self.mask.nbytes + nbytes_of(self.logits) + 16 * (len(self.points) + len(self.recent))
-
-
-def _snapshot(env) -> _Snapshot:
-    ep = env.episode
-    return _Snapshot(
-        list(env.points),
-        list(env.labels),
-        _Packed(env.mask),
-        env.logits,
-        env.t,
-        list(env._recent),
-        env.done,
-        len(ep.steps),
-        ep.stop_reason,
-        ep.answer,
-    )
-
-
-def _restore(env, s: _Snapshot) -> None:
-    env.points, env.labels, env.mask, env.logits = list(s.points), list(s.labels), s.mask.unpack(), s.logits
-    env.t, env._recent, env.done = s.t, list(s.recent), s.done
-    ep = env.episode
-    del ep.steps[s.n_steps :]
-    ep.stop_reason, ep.answer = s.stop_reason, s.answer
-
-
-def _blank(env, init_mask: np.ndarray | None) -> _Snapshot:
-    """The state right after `env.reset` (for an environment an agent has already stepped)."""
-    H, W = env.image.shape[:2]
-    if init_mask is not None and init_mask.any():
-        mask, logits = init_mask, env.tool.mask_to_logits(env.embedding, init_mask)
-    else:
-        mask, logits = np.zeros((H, W), bool), None
-    return _Snapshot([], [], _Packed(mask), logits, 0, [], False, 0, None, None)
-
-
 @dataclass
 class Session:
     id: str
     image_id: str
     env: Any  # ibisagent.env.IbisEnv
     policy: Any  # ibisagent.policies.human.HumanPolicy
-    undo: list[_Snapshot] = field(default_factory=list)
+    undo: list[EnvState] = field(default_factory=list)  # states before each step, oldest first
     lock: threading.Lock = field(default_factory=threading.Lock)
     pending: str | None = None
 
@@ -194,7 +126,7 @@ class Sessions:
         # the page's command for this step; a bad command is the request's error, not asked again
         return HumanPolicy(ask=lambda obs, episode: session_box[0].pending, max_tries=1, report=None)
 
-    def _add(self, image_id: str, env, undo: list[_Snapshot]) -> Session:
+    def _add(self, image_id: str, env, undo: list[EnvState]) -> Session:
         box: list = []
         session = Session(uuid.uuid4().hex, image_id, env, self._human(box), undo)
         box.append(session)
@@ -219,9 +151,8 @@ class Sessions:
         """Open a session on the environment an agent episode ran in: a person continues it."""
         ep = env.episode
         ep.meta["agent_stop_reason"] = ep.stop_reason
-        undo = [_blank(env, init_mask)]
-        env.done, ep.stop_reason = False, None  # the person takes over where the agent stopped
-        env.max_steps = len(ep.steps) + self.max_steps
+        undo = [env.blank_state(init_mask)]
+        env.reopen(self.max_steps)  # the person takes over where the agent stopped
         return self._add(image_id, env, undo).id
 
     def get(self, session_id: str) -> Session:
@@ -240,7 +171,7 @@ class Sessions:
             env = session.env
             if env.done:
                 raise bad_request(f"the session has ended ({env.episode.stop_reason}); undo, reset or open a new one")
-            obs = env._observation()
+            obs = env.observation()
             session.pending = req.command
             t0 = time.perf_counter()
             try:
@@ -250,7 +181,7 @@ class Sessions:
             finally:
                 session.pending = None
             policy_s = time.perf_counter() - t0
-            snap = _snapshot(env)
+            snap = env.snapshot()
             env.step(turn, policy_s=policy_s)
             session.undo.append(snap)
             who = env.episode.meta.setdefault("person_steps", [])
@@ -263,7 +194,7 @@ class Sessions:
         with session.lock:
             if not session.undo:
                 raise bad_request("nothing to undo")
-            _restore(session.env, session.undo.pop())
+            session.env.restore(session.undo.pop())
             self._forget_person_steps(session)
             self._account(session)
             return self.state(session, outputs)
@@ -272,7 +203,7 @@ class Sessions:
         session = self.get(session_id)
         with session.lock:
             if session.undo:
-                _restore(session.env, session.undo[0])
+                session.env.restore(session.undo[0])
                 session.undo.clear()
             self._forget_person_steps(session)
             self._account(session)
@@ -283,7 +214,7 @@ class Sessions:
         with session.lock:
             item = self.service.resolve_image(session.image_id, None)
             ref = self.service._mask(req.reference_mask, item, "reference_mask")
-            session.env.gt = ref
+            session.env.set_reference(ref)
             return self.state(session, req.outputs)
 
     def episode(self, session_id: str) -> dict:

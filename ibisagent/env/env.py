@@ -143,7 +143,7 @@ class IbisEnv:
             image=image_name,
             init_mask=encode_mask(self.mask) if self.refining else None,
         )
-        return self._observation(), self._info()
+        return self.observation(), self._info()
 
     def step(self, response: str | Action, policy_s: float = 0.0):
         if self.done:
@@ -201,7 +201,7 @@ class IbisEnv:
         if terminated or truncated:
             self.done = True
             self.episode.stop_reason = reason
-        return self._observation(), rec.reward, terminated, truncated, self._info(action)
+        return self.observation(), rec.reward, terminated, truncated, self._info(action)
 
     def current_iou(self) -> float | None:
         return None if self.gt is None else mask_iou(self.mask, self.gt)
@@ -234,6 +234,22 @@ class IbisEnv:
         del self.episode.steps[state.n_steps :]
         self.episode.stop_reason, self.episode.answer = state.stop_reason, state.answer
 
+    def blank_state(self, init_mask: np.ndarray | None = None) -> EnvState:
+        """The state right after `reset` on this image with `init_mask` (H x W bool, or None for an
+        empty start), for an environment that has already been stepped: `restore` it to start over."""
+        H, W = self.image.shape[:2]
+        if init_mask is not None and np.any(init_mask):
+            mask, logits = np.asarray(init_mask, bool), self.tool.mask_to_logits(self.embedding, init_mask)
+        else:
+            mask, logits = np.zeros((H, W), bool), None
+        return EnvState((), (), np.packbits(mask), (H, W), logits, 0, (), False, 0, None, None)
+
+    def reopen(self, more_steps: int) -> None:
+        """Let an episode that ended (a stop, or its step limit) go on for `more_steps` more steps,
+        e.g. when a person takes over where the agent stopped."""
+        self.done, self.episode.stop_reason = False, None
+        self.max_steps = len(self.episode.steps) + more_steps
+
     def set_reference(self, gt_mask: np.ndarray | None) -> None:
         """Give (or take away) the reference mask mid-episode: IoU and rewards use it from now on."""
         H, W = self.image.shape[:2]
@@ -247,7 +263,8 @@ class IbisEnv:
         self._recent = (self._recent + [action.signature()])[-self.repeat_limit :]
         return len(self._recent) == self.repeat_limit and len(set(self._recent)) == 1
 
-    def _observation(self) -> Observation:
+    def observation(self) -> Observation:
+        """What the policy sees now (the same as the last `reset` / `step` returned)."""
         initial = self.t == 0 and not self.refining
         image, mask, color, alpha = self.image, self.mask, self.overlay_color, self.overlay_alpha
         img = image if initial else (lambda: render_overlay(image, mask, color, alpha))

@@ -81,7 +81,9 @@ def test_next_click_follows_the_simulator():
 
 
 def test_error_distance_on_the_bounding_box_equals_the_whole_image():
-    """The cropped distance transform gives exactly the whole-image one (border counts as boundary)."""
+    """The cropped distance transform gives the whole-image one (border counts as boundary), up to the
+    few-ulp noise of OpenCV's IPP distance transform, which differs between calls on the same input
+    (opencv/opencv#24082)."""
     import cv2
     from hypothesis import given, settings
     from hypothesis import strategies as st
@@ -97,7 +99,7 @@ def test_error_distance_on_the_bounding_box_equals_the_whole_image():
     def check(seed, h, w, density):
         rng = np.random.default_rng(seed)
         region = cv2.blur((rng.random((h, w)) < density).astype(np.float32), (3, 3)) > 0.5
-        assert np.array_equal(error_distance(region), whole(region))
+        np.testing.assert_allclose(error_distance(region), whole(region), rtol=0, atol=1e-4)
 
     check()
     assert not error_distance(np.zeros((4, 5), bool)).any()
