@@ -190,7 +190,7 @@ class Annotator:
         if len(files) == 1:
             name, data = files[0]
             vol = load_volume_upload(data, name, "dicom", self.service.config.max_volume_bytes)
-            return self._add(vol, data, name)
+            return self.service.store_volume(vol, data, name)
         try:
             from ibisagent.data.scans import load_volume
             from ibisagent.data.volume_io import VolumeTooLarge
@@ -210,21 +210,7 @@ class Annotator:
                 raise bad_request(f"DICOM folder ({len(files)} files): {problem}") from None
             vol.data = np.ascontiguousarray(vol.data)
         joined = b"".join(sorted(data for _, data in files))
-        return self._add(vol, joined, f"{Path(files[0][0]).stem}_series.dcm")
-
-    def _add(self, vol, data: bytes, name: str) -> dict:
-        from ibisagent.data.volume_io import AXES
-        from ibisagent.data.windowing import WINDOW_CHOICES
-
-        item = self.service.volumes.add(vol, data, name)
-        return {
-            "volume_id": item.id,
-            "name": name,
-            "shape": list(vol.native_shape),
-            "slices": {axis: vol.n_slices(axis) for axis in AXES},
-            "windows": list(WINDOW_CHOICES),
-            "modality": vol.modality,
-        }
+        return self.service.store_volume(vol, joined, f"{Path(files[0][0]).stem}_series.dcm")
 
     def export(self, req: ExportRequest) -> bytes:
         """Accepted masks -> a zip of images/*.png, masks/*.png and pairs.csv (image,mask,structure,modality)."""

@@ -237,13 +237,18 @@ class Service:
     def add_volume(self, data: bytes, name: str) -> dict:
         """A NIfTI file or one DICOM file -> volume id, slice counts per axis, window choices."""
         from ibisagent.app.codec import sniff
-        from ibisagent.data.volume_io import AXES
-        from ibisagent.data.windowing import WINDOW_CHOICES
 
         kind = sniff(data) if data else None
         if kind not in VOLUME_KINDS:
             raise unsupported(f"{name}: not a NIfTI (.nii, .nii.gz) or DICOM file")
-        vol = load_volume_upload(data, name, kind, self.config.max_volume_bytes)
+        return self.store_volume(load_volume_upload(data, name, kind, self.config.max_volume_bytes), data, name)
+
+    def store_volume(self, vol, data: bytes, name: str) -> dict:
+        """Keep a loaded volume (its upload `data` counts against the volume store's bytes) -> its id,
+        shape, slice counts per axis and window choices, as the API answers."""
+        from ibisagent.data.volume_io import AXES
+        from ibisagent.data.windowing import WINDOW_CHOICES
+
         item = self.volumes.add(vol, data, name)
         return {
             "volume_id": item.id,
