@@ -32,7 +32,7 @@ def test_batch_equals_single_and_history_grows(tool, small_case, policy, tiny_vl
     single = [policy.act(oa, env_a.episode), policy.act(ob, env_b.episode)]
     assert policy.act_batch([(oa, env_a.episode), (ob, env_b.episode)]) == single  # left padding is exact
     env_a.step("<think>\nok\n</think>\n<action>\nPositive Point (0.5000, 0.5000)\n</action>")
-    obs2 = env_a._observation()
+    obs2 = env_a.observation()
     hist = make_policy(f"hf:{tiny_vlm_dirs['qwen3_vl']}", history=True, max_new_tokens=4, device="cpu")
     msgs, images = hist.prompt(obs2, env_a.episode)
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"] and len(images) == 2
