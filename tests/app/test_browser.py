@@ -5,29 +5,17 @@ Screenshots of each state go to tests/artifacts/browser/."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.app.browser import NO_CHROMIUM, fresh_folder, open_page
 from tests.app.conftest import XRAY, XRAY_LEFT_LUNG
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install -y chromium)"),
-]
+pytestmark = [NO_CHROMIUM]
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +30,13 @@ def base_url(tool, app_config):
 
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
-    return ARTIFACTS
+    return fresh_folder(ARTIFACTS)
 
 
 @pytest.fixture()
 def page(base_url, artifacts):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (the serve extra)")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-            pg.set_default_timeout(60_000)
-            pg.goto(base_url + "/")
-            yield pg
-        finally:
-            browser.close()
+    with open_page(base_url + "/") as pg:
+        yield pg
 
 
 def _settled(page, **attrs) -> dict:
