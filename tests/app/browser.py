@@ -45,3 +45,14 @@ def open_page(url: str, ready_js: str | None = None):
             yield pg
         finally:
             browser.close()
+
+
+@contextmanager
+def served(config, tool):
+    """The app with `config` on `tool`, served by uvicorn on a free local port: yields its URL."""
+    pytest.importorskip("uvicorn")
+    from ibisagent.app.api import create_app
+    from ibisagent.app.background import running_server
+
+    with running_server(create_app(config, tool=tool)) as url:
+        yield url

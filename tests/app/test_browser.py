@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.app.browser import NO_CHROMIUM, fresh_folder, open_page
+from tests.app.browser import NO_CHROMIUM, fresh_folder, open_page, served
 from tests.app.conftest import XRAY, XRAY_LEFT_LUNG
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
@@ -20,11 +20,7 @@ pytestmark = [NO_CHROMIUM]
 
 @pytest.fixture(scope="module")
 def base_url(tool, app_config):
-    pytest.importorskip("uvicorn")
-    from ibisagent.app.api import create_app
-    from ibisagent.app.background import running_server
-
-    with running_server(create_app(app_config, tool=tool)) as url:
+    with served(app_config, tool) as url:
         yield url
 
 

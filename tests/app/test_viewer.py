@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.app.browser import NO_CHROMIUM, fresh_folder, open_page
+from tests.app.browser import NO_CHROMIUM, fresh_folder, open_page, served
 from tests.app.conftest import XRAY
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "viewer"
@@ -28,13 +28,10 @@ pytestmark = [NO_CHROMIUM]
 
 @pytest.fixture(scope="module")
 def base_url(tool):
-    pytest.importorskip("uvicorn")
-    from ibisagent.app.api import create_app
-    from ibisagent.app.background import running_server
     from ibisagent.app.config import ServeConfig
 
     config = ServeConfig(max_upload_bytes=4 * 1024 * 1024, max_pixels=1024 * 1024, max_images=64, max_steps=2)
-    with running_server(create_app(config, tool=tool)) as url:
+    with served(config, tool) as url:
         yield url
 
 
