@@ -37,15 +37,19 @@ def error_distance(region: np.ndarray) -> np.ndarray:
 def click_in(region: np.ndarray, rng: random.Random | None = None, randomise: bool = False) -> tuple[int, int] | None:
     """(x, y) in `region` (H x W bool): its deepest pixel, or (`randomise`, with `rng`) a random pixel
     at least half as deep, as tool training varies its clicks. None for an empty region."""
-    d = error_distance(region)
-    top = float(d.max())
+    return _pick(error_distance(region), rng, randomise)
+
+
+def _pick(depth: np.ndarray, rng: random.Random | None, randomise: bool) -> tuple[int, int] | None:
+    """`click_in` on a region's distance map (`error_distance`), computed once by the caller."""
+    top = float(depth.max())
     if top <= 0:
         return None
     if randomise:
-        ys, xs = np.nonzero(d >= top / 2)
+        ys, xs = np.nonzero(depth >= top / 2)
         i = rng.randrange(len(xs))
         return int(xs[i]), int(ys[i])
-    r, c = np.unravel_index(int(np.argmax(d)), d.shape)
+    r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
     return int(c), int(r)
 
 
@@ -57,14 +61,10 @@ def next_click(
 
     Deterministic (the released rule) unless `rng` is given: then with probability `p_random` the
     click is a random pixel at least half as deep in the same error region (tool training)."""
-    fn, fp = gt & ~pred, ~gt & pred
-    fn_d, fp_d = error_distance(fn), error_distance(fp)
+    fn_d, fp_d = error_distance(gt & ~pred), error_distance(~gt & pred)
     fn_max, fp_max = float(fn_d.max()), float(fp_d.max())
     if fn_max == 0 and fp_max == 0:
         return None
-    region, depth_map, label, depth = (fn, fn_d, 1, fn_max) if fn_max >= fp_max else (fp, fp_d, 0, fp_max)
-    if rng is not None and rng.random() < p_random:
-        x, y = click_in(region, rng, randomise=True)
-        return x, y, label, depth
-    r, c = np.unravel_index(int(np.argmax(depth_map)), depth_map.shape)
-    return int(c), int(r), label, depth
+    depth_map, label, depth = (fn_d, 1, fn_max) if fn_max >= fp_max else (fp_d, 0, fp_max)
+    x, y = _pick(depth_map, rng, randomise=rng is not None and rng.random() < p_random)
+    return x, y, label, depth
