@@ -26,9 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ibisagent.app.errors import bad_request, not_found
 from ibisagent.app.schemas import MaskIn, MaskOut, Output, StepOut
-from ibisagent.app.store import BoundedLRU, nbytes_of
+from ibisagent.app.store import BoundedLRU
 from ibisagent.env.env import EnvState
 from ibisagent.errors import IbisInputError
+from ibisagent.io.sizes import nbytes_of
 
 
 class SessionRequest(BaseModel):

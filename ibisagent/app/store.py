@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ibisagent.io.sizes import nbytes_of
 from ibisagent.tools.base import image_key
 
 
@@ -62,15 +63,6 @@ class BoundedLRU:
     @property
     def nbytes(self) -> int:
         return self._bytes
-
-
-def nbytes_of(value: Any) -> int:
-    """Bytes of a numpy array or torch tensor (0 for anything else)."""
-    if hasattr(value, "nbytes"):
-        return int(value.nbytes)
-    if hasattr(value, "element_size") and hasattr(value, "nelement"):
-        return int(value.element_size() * value.nelement())
-    return 0
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ibisagent.env.episode import Episode, StepRecord, encode_mask
 from ibisagent.env.protocol import Action, first_turn_text, parse_response, refinement_turn_text
+from ibisagent.io.sizes import nbytes_of
 from ibisagent.metrics import iou as mask_iou
 from ibisagent.overlay import OVERLAY_ALPHA, OVERLAY_COLOR, render_overlay
 from ibisagent.tools.base import SegmentationTool
@@ -74,10 +75,7 @@ class EnvState:
 
     @property
     def nbytes(self) -> int:
-        logits = getattr(self.logits, "nbytes", None)
-        if logits is None and hasattr(self.logits, "element_size"):  # a torch tensor
-            logits = self.logits.element_size() * self.logits.nelement()
-        return int(self.packed_mask.nbytes) + int(logits or 0) + 16 * (len(self.points) + len(self.recent))
+        return int(self.packed_mask.nbytes) + nbytes_of(self.logits) + 16 * (len(self.points) + len(self.recent))
 
 
 def iou_gain_reward(ctx: dict) -> float:
