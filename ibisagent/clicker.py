@@ -4,6 +4,9 @@ compact policy and the baselines all import (RITM's `Clicker` plays this role th
 An annotator who sees the reference mask: FN = gt & ~pred, FP = ~gt & pred; the Euclidean distance
 transform of each (the image border counts as boundary); if max(dFN) >= max(dFP), a positive click
 at argmax(dFN), else a negative click at argmax(dFP). This is the released rule (docs/protocol.md).
+One difference, RITM's not-clicked map: a pixel already clicked is never chosen again (its distance
+counts as 0), so a click the tool ignored is followed by the next deepest pixel instead of the same
+one, which ended the released simulator's episode.
 Masks are H x W bool arrays; clicks are (x, y) = (column, row) pixels.
 """
 
@@ -53,15 +56,31 @@ def _pick(depth: np.ndarray, rng: random.Random | None, randomise: bool) -> tupl
     return int(c), int(r)
 
 
+def not_clicked(depth: np.ndarray, clicked) -> np.ndarray:
+    """`depth` (H x W) with the pixels of `clicked` ((x, y) pixels, any iterable; outside the image
+    ignored) set to 0: RITM's not-clicked map. Returns `depth` itself when nothing changes."""
+    H, W = depth.shape
+    hit = [(int(y), int(x)) for x, y in clicked if 0 <= int(x) < W and 0 <= int(y) < H]
+    if hit:
+        depth = depth.copy()
+        rows, cols = zip(*hit)
+        depth[list(rows), list(cols)] = 0
+    return depth
+
+
 def next_click(
-    pred: np.ndarray, gt: np.ndarray, rng: random.Random | None = None, p_random: float = 0.0
+    pred: np.ndarray, gt: np.ndarray, rng: random.Random | None = None, p_random: float = 0.0, clicked=()
 ) -> tuple[int, int, int, float] | None:
     """The simulator's next click: (x, y, label, depth) with (x, y) pixels, label 1 positive /
-    0 negative and depth the larger error's distance to its boundary (pixels). None when pred == gt.
+    0 negative and depth the larger error's distance to its boundary (pixels). None when pred == gt
+    or every error pixel has been clicked already.
 
+    `clicked`: the (x, y) pixels clicked so far (labels, if present, are ignored), never chosen again.
     Deterministic (the released rule) unless `rng` is given: then with probability `p_random` the
     click is a random pixel at least half as deep in the same error region (tool training)."""
-    fn_d, fp_d = error_distance(gt & ~pred), error_distance(~gt & pred)
+    clicked = [c[:2] for c in clicked]
+    fn_d = not_clicked(error_distance(gt & ~pred), clicked)
+    fp_d = not_clicked(error_distance(~gt & pred), clicked)
     fn_max, fp_max = float(fn_d.max()), float(fp_d.max())
     if fn_max == 0 and fp_max == 0:
         return None

@@ -282,6 +282,15 @@ def lso_cmd(
     ] = None,
     teach_pairs: Annotated[int, typer.Option(min=2, help="Pairs taught per --teach-source")] = 5,
     teach_minutes: Annotated[float, typer.Option(min=0.05, help="Teaching minutes per --teach-source")] = 3.0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="FIELD=VALUE",
+            help="Change one field of the SFT recipe in every fold, to select a recipe on sources it never saw "
+            "(repeatable; e.g. --set mix_style=0.5)",
+        ),
+    ] = None,
 ) -> None:
     """Leave-source-out: per fold, train the compact policy without the fold's sources and play it
     from the query alone on them, beside the baselines; resumable (rerun to continue).
@@ -293,13 +302,13 @@ def lso_cmd(
     """
     run_guarded(
         _lso, data, out, folds, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
-        teach_source or [], teach_pairs, teach_minutes,
+        teach_source or [], teach_pairs, teach_minutes, set_ or [],
     )  # fmt: skip
 
 
 def _lso(
     data, out, folds, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir, teach_sources,
-    teach_pairs, teach_minutes,
+    teach_pairs, teach_minutes, overrides,
 ):  # fmt: skip
     from rich.console import Console
 
@@ -308,7 +317,15 @@ def _lso(
     from ibisagent.train import DEFAULT_CACHE_DIR
     from ibisagent.train.compact.teach import TeachConfig
     from ibisagent.train.embedding_cache import embed_images
-    from ibisagent.train.leave_source_out import BASELINES, LSOConfig, images_needed, run_lso, summarise, teach_lift
+    from ibisagent.train.leave_source_out import (
+        BASELINES,
+        LSOConfig,
+        images_needed,
+        run_lso,
+        summarise,
+        teach_lift,
+        train_overrides,
+    )
     from ibisagent.train.leave_source_out import teach_pairs as teach_pairs_of
     from ibisagent.train.tool.pipeline import _bar_run
 
@@ -321,6 +338,7 @@ def _lso(
         max_steps=max_steps,
         seed=seed,
         baselines=tuple(baseline or BASELINES),
+        train=train_overrides(overrides),
     )
     samples = collect_pairs(list(data))
     images = images_needed(samples, cfg)

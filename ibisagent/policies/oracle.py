@@ -41,7 +41,7 @@ class OraclePolicy(Policy):
                 answer="No target found.",
             )
         cur = iou(pred, gt)
-        click = next_click(pred, gt)
+        click = next_click(pred, gt, clicked=obs.clicks)  # never the same pixel twice
         if click is None or (obs.step > 0 and cur >= self.iou_threshold):
             return format_response(
                 f"The mask overlaps the target with IoU {cur:.2f}, which meets the goal; no further click is needed.",

@@ -230,7 +230,7 @@ def _clicks(ctx, traj: Trajectory, group: str, image, gt, rng, init, wrong_at, d
         t = env.t + 1
         before = state_facts(s, gt, env.mask)
         cur = before.iou
-        click = next_click(env.mask, gt)
+        click = next_click(env.mask, gt, clicked=env.points)
         train, tag, step_facts = True, "", before.to_dict()
         # the environment ends an episode on the same action three times in a row: stop before
         repeat = (

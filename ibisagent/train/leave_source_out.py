@@ -37,6 +37,38 @@ class LSOConfig:
     max_steps: int = 20
     seed: int = 0
     baselines: tuple[str, ...] = field(default_factory=lambda: BASELINES)
+    train: dict = field(default_factory=dict)  # CompactTrainConfig fields to change (`--set`), for model selection
+
+
+def train_overrides(pairs: list[str]) -> dict:
+    """["mix_style=0.5", "dropout=0.1", ...] -> {field: value}, each value parsed as the type of that
+    field of `CompactTrainConfig` (the SFT recipe); an unknown field or a bad value is an IbisInputError."""
+    from dataclasses import fields
+
+    from ibisagent.train.compact.sft import CompactTrainConfig
+
+    known = {f.name: type(f.default) for f in fields(CompactTrainConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in known or key in ("minutes", "seed", "heldout_percent"):
+            names = ", ".join(k for k in known if k not in ("minutes", "seed", "heldout_percent"))
+            raise IbisInputError("--set", f"expected FIELD=VALUE with FIELD one of {names}; got {pair!r}")
+        kind = known[key]
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                value = text.lower() in ("true", "1")
+            elif kind is tuple:
+                value = tuple(int(v) for v in text.split(","))
+            else:
+                value = kind(text)
+        except ValueError:
+            raise IbisInputError("--set", f"{key} expects a {kind.__name__}, got {text!r}") from None
+        out[key] = value
+    return out
 
 
 def source_of(sample) -> str:
@@ -125,7 +157,7 @@ def run_fold(fold: int, samples, emb_files: dict, cfg: LSOConfig, out: Path, log
     held = [s for s in targets if fold_of[source_of(s)] == fold]
     t0 = time.perf_counter()
     weights = out / f"fold_{fold}" / "compact_policy.pt"
-    train_cfg = CompactTrainConfig(minutes=cfg.minutes, seed=cfg.seed, heldout_percent=0)
+    train_cfg = CompactTrainConfig(minutes=cfg.minutes, seed=cfg.seed, heldout_percent=0, **cfg.train)
     if weights.exists():
         log(f"fold {fold}: reusing {weights}")
     else:

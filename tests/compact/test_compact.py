@@ -413,6 +413,29 @@ def test_augmentation_moves_map_and_target_together_and_drops_channels():
     assert 0.2 < zero_channels < 0.8
 
 
+def test_mix_style_swaps_channel_statistics_and_keeps_content():
+    """`mix_style`: each map keeps its spatial pattern (per-channel standardised content) while its
+    per-channel mean and std move between its own and its partner's."""
+    import random
+
+    import torch
+
+    from ibisagent.train.compact.sft import mix_style
+
+    torch.manual_seed(0)
+    maps = torch.randn(8, 4, 16, 16) * torch.arange(1, 9.0).view(8, 1, 1, 1) + torch.arange(8.0).view(8, 1, 1, 1)
+    mixed = mix_style(maps, random.Random(1))
+    assert mixed.shape == maps.shape
+
+    def standardised(x):
+        return (x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), keepdim=True)
+
+    assert torch.allclose(standardised(mixed), standardised(maps), atol=1e-3)  # content kept
+    means = mixed.mean((2, 3))
+    assert not torch.allclose(means, maps.mean((2, 3)), atol=1e-2)  # styles moved
+    assert means.min() >= maps.mean((2, 3)).min() - 1e-3 and means.max() <= maps.mean((2, 3)).max() + 1e-3
+
+
 def test_mirrored_examples_are_real_embeddings_of_the_flipped_image_with_sides_swapped(
     trained, demo_samples, tool, tmp_path
 ):

@@ -80,6 +80,49 @@ def test_next_click_follows_the_simulator():
     assert next_click(gt, gt) is None
 
 
+def test_next_click_never_picks_a_pixel_already_clicked():
+    """RITM's not-clicked map: after the deepest pixel is clicked (and the tool ignored it), the
+    simulator moves to the next deepest pixel of the same error instead of repeating itself."""
+    gt = np.zeros((50, 50), bool)
+    gt[10:40, 10:40] = True
+    empty = np.zeros_like(gt)
+    first = next_click(empty, gt)
+    second = next_click(empty, gt, clicked=[first[:3]])
+    assert second[:2] != first[:2] and second[2] == 1 and gt[second[1], second[0]]
+    assert abs(second[3] - first[3]) <= 1.0  # still about as deep
+    third = next_click(empty, gt, clicked=[first[:2], second[:2], (999, -5)])  # off-image clicks ignored
+    assert third[:2] not in (first[:2], second[:2])
+    one = np.zeros_like(gt)
+    one[5, 5] = True
+    assert next_click(empty, one, clicked=[(5, 5)]) is None  # every error pixel already clicked
+
+
+def test_simulated_episode_goes_on_when_the_tool_ignores_a_click():
+    """A tool that never changes its mask: the released rule clicked the same pixel until the
+    environment ended the episode on the repeat; with the not-clicked map every click is new."""
+    from dataclasses import dataclass
+
+    from ibisagent.tools.base import Embedding, SegmentationTool, ToolResult
+
+    @dataclass
+    class Deaf(SegmentationTool):
+        def _encode(self, image, key):
+            return Embedding(key, None, image.shape[:2], image.shape[:2])
+
+        def _decode(self, emb, points, labels, prev_logits, box):
+            return ToolResult(np.zeros(emb.original_size, bool), None, 0.0)
+
+        def mask_to_logits(self, emb, mask):
+            return None
+
+    gt = np.zeros((40, 40), bool)
+    gt[5:35, 5:35] = True
+    image = np.zeros((40, 40, 3), np.uint8)
+    ep = run_episode(IbisEnv(Deaf(), max_steps=6), OraclePolicy(1.0), image, "Segment the liver.", gt)
+    clicks = [tuple(c[:2]) for c in ep.clicks]
+    assert len(clicks) == 6 and len(set(clicks)) == 6 and ep.stop_reason != "repeat"
+
+
 def test_error_distance_on_the_bounding_box_equals_the_whole_image():
     """The cropped distance transform gives the whole-image one (border counts as boundary), up to the
     few-ulp noise of OpenCV's IPP distance transform, which differs between calls on the same input

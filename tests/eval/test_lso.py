@@ -121,3 +121,18 @@ def test_teach_lift_needs_the_fold_done_first(tmp_path):
         lso.teach_lift(samples, {}, lso.LSOConfig(folds=2), tmp_path, "a")
     with pytest.raises(IbisInputError, match="no such source"):
         lso.teach_lift(samples, {}, lso.LSOConfig(folds=2), tmp_path, "zzz")
+
+
+def test_recipe_overrides_are_typed_and_unknown_fields_refused():
+    from ibisagent.errors import IbisInputError
+    from ibisagent.train.leave_source_out import train_overrides
+
+    assert train_overrides(["mix_style=0.5", "dilations=1,2", "mirror=true", "hidden=32"]) == {
+        "mix_style": 0.5,
+        "dilations": (1, 2),
+        "mirror": True,
+        "hidden": 32,
+    }
+    for bad in (["nope=1"], ["hidden=wide"], ["mirror=maybe"], ["minutes=3"], ["mix_style"]):
+        with pytest.raises(IbisInputError):
+            train_overrides(bad)

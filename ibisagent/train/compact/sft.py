@@ -47,6 +47,7 @@ class CompactTrainConfig:
     shift_cells: int = 4  # augmentation: random translation of map and target, up to this many cells
     channel_dropout: float = 0.1  # augmentation: drop whole principal-component channels
     feature_noise: float = 0.0  # augmentation: Gaussian noise of this std on the whitened components
+    mix_style: float = 0.0  # augmentation: share of batches whose maps swap channel statistics (`mix_style`)
     dropout: float = 0.0  # spatial dropout of each FiLM block's output (training only)
     mirror: bool = False  # also train on the training images mirrored left-right ("left"/"right" swapped)
     precision: str = "auto"  # "fp32", "bf16" (autocast) or "auto": bf16 where the CPU computes it natively
@@ -244,6 +245,8 @@ def train_compact(
         f = reduced[torch.tensor([row[p[0]] for p in pos] + [row[n[0]] for n in neg])].float()
         tgt = torch.from_numpy(np.stack([p[1] for p in pos] + [np.zeros((64, 64), np.float32)] * n_neg))[:, None]
         f, tgt = augment(f, tgt, cfg.shift_cells, cfg.channel_dropout, rng, cfg.feature_noise)
+        if cfg.mix_style and rng.random() < cfg.mix_style:
+            f = mix_style(f, rng)
         txt = torch.stack([text_emb[rng.choice(p[2])] for p in pos] + [text_emb[rng.choice(n[1])] for n in neg])
         present = torch.tensor([1.0] * len(pos) + [0.0] * n_neg)
         # The presence head is fitted on its own afterwards (fit_presence), class-balanced.
@@ -303,6 +306,23 @@ def augment(reduced, target, shift: int, channel_dropout: float, rng: random.Ran
         # torch's global generator: seeded by train_compact (torch.manual_seed(cfg.seed))
         reduced = reduced + noise * torch.randn_like(reduced)
     return reduced, target
+
+
+def mix_style(reduced, rng: random.Random, alpha: float = 0.1):
+    """MixStyle (Zhou et al., ICLR 2021): each map's per-channel mean and std over space, its
+    "style" (scanner, contrast, stain), is mixed with another map's of the batch, its content kept,
+    so the net sees the training sources' contents in each other's styles. reduced B x C x S x S ->
+    the same shape; mixing weights ~ Beta(alpha, alpha), the partner a seeded permutation."""
+    import torch
+
+    B = reduced.shape[0]
+    mu = reduced.mean((2, 3), keepdim=True)
+    sd = (reduced.var((2, 3), keepdim=True) + 1e-6).sqrt()
+    order = list(range(B))
+    rng.shuffle(order)
+    lam = torch.tensor([rng.betavariate(alpha, alpha) for _ in range(B)], dtype=reduced.dtype).view(B, 1, 1, 1)
+    mu2, sd2 = mu[order], sd[order]
+    return (reduced - mu) / sd * (lam * sd + (1 - lam) * sd2) + (lam * mu + (1 - lam) * mu2)
 
 
 def fit_reduction(net, feats: dict, seed: int, pixels_per_image: int = 256) -> float:
