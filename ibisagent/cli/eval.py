@@ -262,9 +262,13 @@ def lso_cmd(
         Path, typer.Option(help="Run folder: fold_K.json per fold, fold_K/ weights, summary.json/.md")
     ] = Path("runs/lso"),
     folds: Annotated[int, typer.Option(min=2, help="Folds; sources are dealt into them balanced by pair count")] = 5,
-    minutes: Annotated[
-        float, typer.Option(min=0.1, help="SFT minutes per fold (the full train compact run: 36 SFT + 10 GRPO)")
-    ] = 5.0,
+    train_steps: Annotated[
+        int,
+        typer.Option(
+            min=1, help="SFT steps per fold (about 5 min on 2 cores with bf16; the full train compact run: ~5,000 + GRPO)"
+        ),
+    ] = 700,
+    minutes: Annotated[float, typer.Option(min=0.1, help="Ceiling on each fold's SFT minutes")] = 30.0,
     per_source: Annotated[int, typer.Option(min=1, help="Evaluation targets per held-out source")] = 10,
     train_per_source: Annotated[
         int, typer.Option(min=0, help="Training images per source (0 = all; fewer = a shorter cold embedding cache)")
@@ -295,20 +299,20 @@ def lso_cmd(
     """Leave-source-out: per fold, train the compact policy without the fold's sources and play it
     from the query alone on them, beside the baselines; resumable (rerun to continue).
 
-    About an hour on 2 cores with a warm embedding cache at the defaults (5 folds x 5 min SFT plus
-    the episodes); the first run embeds the images it needs once (cached).
+    About 45 minutes on 2 cores with bfloat16 and a warm embedding cache at the defaults (5 folds x
+    700 SFT steps plus the episodes); the first run embeds the images it needs once (cached).
 
     Example: ibisagent eval lso DATA --out runs/lso   (DATA: pairs.csv folders, see README)
     """
     run_guarded(
-        _lso, data, out, folds, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
+        _lso, data, out, folds, train_steps, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
         teach_source or [], teach_pairs, teach_minutes, set_ or [],
     )  # fmt: skip
 
 
 def _lso(
-    data, out, folds, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir, teach_sources,
-    teach_pairs, teach_minutes, overrides,
+    data, out, folds, train_steps, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
+    teach_sources, teach_pairs, teach_minutes, overrides,
 ):  # fmt: skip
     from rich.console import Console
 
@@ -332,6 +336,7 @@ def _lso(
     console = Console(stderr=True)
     cfg = LSOConfig(
         folds=folds,
+        train_steps=train_steps,
         minutes=minutes,
         per_source=per_source,
         train_per_source=train_per_source,

@@ -3,7 +3,8 @@ from a source it never saw, as a user's own data would be.
 
 Sources are the dataset folders (each `pairs.csv` folder: every `more/<source>` and each folder of
 BiomedParse examples). They are dealt into `folds` folds, balanced by pair count; for each fold the
-compact policy is trained (SFT, `train.compact.sft.train_compact`, `minutes` per fold) on every other
+compact policy is trained (SFT, `train.compact.sft.train_compact`, `train_steps` steps per fold: a step
+count, not minutes, so that a busy or slow machine trains the same policy, only later) on every other
 source and played from the query alone on up to `per_source` targets of each source of the fold,
 beside the text-free baselines (centre click, salient click, the reference mask's box) on the same
 targets, and asked absent-target questions on the fold's images. Each fold's results are written
@@ -31,7 +32,8 @@ BASELINES = ("centre", "salient", "box")
 @dataclass
 class LSOConfig:
     folds: int = 5
-    minutes: float = 6.0  # SFT minutes per fold (the full `train compact` run: 36 min SFT + 10 min GRPO)
+    train_steps: int = 700  # SFT steps per fold (about 5 min on 2 cores with bf16; the full `train compact` run: ~5,000)
+    minutes: float = 30.0  # ceiling on each fold's SFT minutes
     per_source: int = 10  # evaluation targets per held-out source
     train_per_source: int = 0  # training images per source (0 = all): a shorter cold cache
     max_steps: int = 20
@@ -52,8 +54,9 @@ def train_overrides(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in known or key in ("minutes", "seed", "heldout_percent"):
-            names = ", ".join(k for k in known if k not in ("minutes", "seed", "heldout_percent"))
+        fixed = ("minutes", "max_steps", "seed", "heldout_percent")  # set by LSOConfig itself
+        if not sep or key not in known or key in fixed:
+            names = ", ".join(k for k in known if k not in fixed)
             raise IbisInputError("--set", f"expected FIELD=VALUE with FIELD one of {names}; got {pair!r}")
         kind = known[key]
         try:
@@ -157,7 +160,9 @@ def run_fold(fold: int, samples, emb_files: dict, cfg: LSOConfig, out: Path, log
     held = [s for s in targets if fold_of[source_of(s)] == fold]
     t0 = time.perf_counter()
     weights = out / f"fold_{fold}" / "compact_policy.pt"
-    train_cfg = CompactTrainConfig(minutes=cfg.minutes, seed=cfg.seed, heldout_percent=0, **cfg.train)
+    train_cfg = CompactTrainConfig(
+        minutes=cfg.minutes, max_steps=cfg.train_steps, seed=cfg.seed, heldout_percent=0, **cfg.train
+    )
     if weights.exists():
         log(f"fold {fold}: reusing {weights}")
     else:
@@ -165,16 +170,20 @@ def run_fold(fold: int, samples, emb_files: dict, cfg: LSOConfig, out: Path, log
             train, emb_files, train_cfg.query_variants, cfg.seed, None, train_cfg.absent_per_image
         )
         log(
-            f"fold {fold}: training {cfg.minutes:g} min on {len(pos)} targets of {len({source_of(s) for s in train})} sources"
+            f"fold {fold}: training {cfg.train_steps} steps on {len(pos)} targets of {len({source_of(s) for s in train})} sources"
         )
         train_compact(pos, neg, feats, weights.parent, train_cfg, log=log)
     minutes_train = (time.perf_counter() - t0) / 60
+    import torch
+
+    steps_done = torch.load(weights, map_location="cpu", weights_only=True).get("steps")
     record = {
         "fold": fold,
         "sources": held_sources,
         "train_pairs": len(train),
         "config": asdict(cfg),
         "minutes_train": round(minutes_train, 2),
+        "train_steps_done": steps_done,
         "source_of": {s.id: source_of(s) for s in held},
         "results": {},
     }
