@@ -83,14 +83,6 @@ def _run(
     negatives,
 ):  # fmt: skip
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     from ibisagent.eval.harness import RunConfig, run_eval
     from ibisagent.eval.results import load_run
@@ -109,16 +101,11 @@ def _run(
         queries=[q.strip() for q in (queries or "").split(",") if q.strip()],
         negatives=negatives,
     )
+    from ibisagent.progress import progress_bar
+
     console = Console(stderr=True)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     try:
-        with Progress(*columns, console=console, transient=True) as bar:
+        with progress_bar(console=console) as bar:
             task = bar.add_task("episodes", total=None)
             run = run_eval(cfg, out, fresh=fresh, progress=lambda d, t: bar.update(task, completed=d, total=t))
     except KeyboardInterrupt:

@@ -43,12 +43,13 @@ def simulate(
 
 def _simulate(pairs, max_clicks, out, summary_json, tool, strategy, limit, overlays, resume):
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from ibisagent.data.pairs import read_pairs_csv
     from ibisagent.env.env import IbisEnv
     from ibisagent.eval.interactive import simulate_sample, summarize_rows
     from ibisagent.io.images import atomic_write_bytes
+    from ibisagent.progress import progress_bar
 
     samples = read_pairs_csv(pairs)[:limit]
     seg_tool = make_tool_from_opts(tool, strategy)
@@ -62,7 +63,7 @@ def _simulate(pairs, max_clicks, out, summary_json, tool, strategy, limit, overl
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console, transient=True) as bar:
+        with progress_bar(*columns, console=console) as bar:
             task = bar.add_task("simulating", total=len(samples))
             for s in samples:
                 if s.id in done:

@@ -75,7 +75,9 @@ def _synth(dataset, out, workers, backend, ray_address, seed, threads, limit, mi
            min_final_iou, max_pixels, shard_size, embedding_cache, teacher_url, teacher_model, history, export, fresh,
            tool, strategy):  # fmt: skip
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from ibisagent.progress import progress_bar
 
     from ibisagent.synth.generate import SynthConfig
     from ibisagent.synth.job import JobConfig, load_trajectories, run_synth
@@ -108,13 +110,14 @@ def _synth(dataset, out, workers, backend, ray_address, seed, threads, limit, mi
         teacher=teacher,
     )
     console = Console(stderr=True)
-    with Progress(
+    with progress_bar(
         TextColumn("synth"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("shards"),
         TimeRemainingColumn(),
         console=console,
+        transient=False,
     ) as bar:
         task = bar.add_task("synth", total=None)
 

@@ -228,8 +228,9 @@ def train_rl_cmd(
 
 def _train_rl(config, output_dir, max_steps, resume):
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
+    from ibisagent.progress import progress_bar
     from ibisagent.train.vlm.grpo import GRPO
     from ibisagent.train.vlm.rl_config import RLRun
 
@@ -240,7 +241,7 @@ def _train_rl(config, output_dir, max_steps, resume):
     with console.status("loading the model, the tool and the data"):
         trainer = GRPO(run)
     columns = (TextColumn("GRPO {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    with progress_bar(*columns, console=console) as bar:
         task = bar.add_task("", total=trainer.total)
 
         def on_step(m: dict) -> None:

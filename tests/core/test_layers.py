@@ -27,6 +27,7 @@ LAYERS = {
             "json_http",
             "chat_client",
             "assets",
+            "progress",
         ],
         0,
     ),

@@ -8,23 +8,16 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ibisagent.io.images import atomic_write_bytes
 
 console = Console(stderr=True)
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+def _progress():
+    from ibisagent.progress import progress_bar
+
+    return progress_bar(console=console)
 
 
 def _bar_run(desc: str, total: int, fn):
