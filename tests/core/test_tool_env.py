@@ -208,3 +208,44 @@ def test_snapshot_and_restore_undo_steps(tool, demo_samples):
     other.reset(np.zeros((H + 1, W, 3), np.uint8), "Segment the liver.")
     with pytest.raises(ValueError, match="image"):
         other.restore(state)
+
+
+def test_the_tool_gives_a_defined_answer_to_odd_prompts(tool, demo_samples):
+    """Issue 40's bad input: clicks outside the image are clipped onto its border, a thousand clicks
+    give one mask, empty and full masks as the prior are accepted, no clicks at all give a mask of
+    the right shape, and a non-finite click or a points/labels mismatch is a one-line ValueError."""
+    image, gt = demo_samples[0].load()
+    H, W = gt.shape
+    emb = tool.embed(image)
+    outside = tool.predict(emb, np.array([[-50.0, -50.0], [W + 100.0, H * 3.0]]), np.array([1, 1]))
+    border = tool.predict(emb, np.array([[0.0, 0.0], [W - 1.0, H - 1.0]]), np.array([1, 1]))
+    assert np.array_equal(outside.mask, border.mask)
+    rng = np.random.default_rng(0)
+    many = tool.predict(emb, rng.uniform(0, [W, H], (1000, 2)), rng.integers(0, 2, 1000))
+    assert many.mask.shape == (H, W) and many.mask.dtype == bool
+    for prior in (np.zeros((H, W), bool), np.ones((H, W), bool)):
+        out = tool.predict(emb, np.array([[W / 2, H / 2]]), np.array([1]), tool.mask_to_logits(emb, prior))
+        assert out.mask.shape == (H, W) and np.isfinite(out.score)
+    assert tool.predict(emb).mask.shape == (H, W)
+    with pytest.raises(ValueError, match="finite"):
+        tool.predict(emb, np.array([[np.nan, 3.0]]), np.array([1]))
+    with pytest.raises(ValueError, match="labels"):
+        tool.predict(emb, np.array([[3.0, 3.0]]), np.array([1, 0]))
+
+
+def test_simulating_empty_and_full_references_is_defined(tool, demo_samples):
+    """An empty reference is a row error (nothing to click), a full one an episode like any other."""
+    from dataclasses import replace
+
+    from ibisagent.eval.interactive import simulate_sample
+
+    sample = demo_samples[0]
+    image, gt = sample.load()
+
+    def with_reference(mask):
+        return replace(sample, loader=lambda: (image, mask))
+
+    empty = simulate_sample(IbisEnv(tool), with_reference(np.zeros_like(gt)), max_clicks=3)
+    assert "empty" in empty["error"]
+    full = simulate_sample(IbisEnv(tool), with_reference(np.ones_like(gt)), max_clicks=3)
+    assert "error" not in full and len(full["ious"]) >= 1 and 0 <= full["iou"] <= 1
