@@ -214,48 +214,63 @@ class Annotator:
 
     def export(self, req: ExportRequest) -> bytes:
         """Accepted masks -> a zip of images/*.png, masks/*.png and pairs.csv (image,mask,structure,modality)."""
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=4) as zf:
+            self.write_dataset(req.items, zf.writestr)
+        return buf.getvalue()
+
+    def write_dataset(self, items: list[ExportItem], put) -> dict[str, str]:
+        """The items as a pairs dataset: `put(path, bytes)` gets images/*.png, masks/*.png and
+        pairs.csv (image,mask,structure,modality; paths relative to it). Different images never
+        share a file name. -> mask path -> "items[i]" (to name an item in messages)."""
         from PIL import Image
 
         from ibisagent.app.codec import decode_mask
+
+        rows, owners, origin = [], {}, {}
+        for i, it in enumerate(items):
+            rgb, base, modality, identity = self._item_image(i, it)
+            stem, n = base, 1
+            while owners.get(stem, identity) != identity:  # another image under this name
+                n += 1
+                stem = f"{base}_{n}"
+            mask = decode_mask(it.mask, rgb.shape[:2], f"items[{i}].mask", self.service.config.max_pixels)
+            image_path = f"images/{stem}.png"
+            if stem not in owners:
+                owners[stem] = identity
+                put(image_path, _png(Image.fromarray(rgb)))
+            mask_path = f"masks/{stem}__{_safe(it.structure)}_{i:04d}.png"
+            put(mask_path, _png(Image.fromarray(mask.astype(np.uint8) * 255)))
+            rows.append([image_path, mask_path, it.structure, modality or ""])
+            origin[mask_path] = f"items[{i}]"
+        text = io.StringIO()
+        w = csv.writer(text, lineterminator="\n")
+        w.writerow(["image", "mask", "structure", "modality"])
+        w.writerows(rows)
+        put("pairs.csv", text.getvalue())
+        return origin
+
+    def _item_image(self, i: int, it: ExportItem) -> tuple[np.ndarray, str, str, tuple]:
+        """An export item's image as (RGB, file stem, modality, identity: equal for the same pixels)."""
         from ibisagent.app.volumes import slice_rgb
 
-        svc = self.service
-        buf = io.BytesIO()
-        rows, written = [], set()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=4) as zf:
-            for i, it in enumerate(req.items):
-                if it.volume_id:
-                    vol = self._volume(it.volume_id)
-                    n = vol.volume.n_slices(it.axis)
-                    if it.index is None or not 0 <= it.index < n:
-                        raise bad_request(f"items[{i}]: slice index outside 0..{n - 1} along {it.axis}")
-                    if it.low is not None and it.high is not None:
-                        rgb = _windowed_rgb(vol.volume, it.axis, it.index, it.low, it.high)
-                    else:
-                        rgb = slice_rgb(vol.volume, it.axis, it.index, it.window)
-                    stem = f"{_safe(Path(vol.name).name.split('.')[0])}_{it.axis}{it.index:03d}"
-                    modality = it.modality or vol.volume.modality
-                elif it.image_id:
-                    img = svc.images.get(it.image_id)
-                    if img is None:
-                        raise not_found(f"items[{i}]: unknown or expired image_id {it.image_id[:64]!r}")
-                    rgb, stem, modality = img.image, _safe(Path(it.name or img.name).stem), it.modality
-                else:
-                    raise bad_request(f"items[{i}]: give image_id, or volume_id with axis and index")
-                mask = decode_mask(it.mask, rgb.shape[:2], f"items[{i}].mask", svc.config.max_pixels)
-                image_path = f"images/{stem}.png"
-                if image_path not in written:
-                    zf.writestr(image_path, _png(Image.fromarray(rgb)))
-                    written.add(image_path)
-                mask_path = f"masks/{stem}__{_safe(it.structure)}_{i:04d}.png"
-                zf.writestr(mask_path, _png(Image.fromarray(mask.astype(np.uint8) * 255)))
-                rows.append([image_path, mask_path, it.structure, modality or ""])
-            text = io.StringIO()
-            w = csv.writer(text, lineterminator="\n")
-            w.writerow(["image", "mask", "structure", "modality"])
-            w.writerows(rows)
-            zf.writestr("pairs.csv", text.getvalue())
-        return buf.getvalue()
+        if it.volume_id:
+            vol = self._volume(it.volume_id)
+            n = vol.volume.n_slices(it.axis)
+            if it.index is None or not 0 <= it.index < n:
+                raise bad_request(f"items[{i}]: slice index outside 0..{n - 1} along {it.axis}")
+            if it.low is not None and it.high is not None:
+                rgb, window = _windowed_rgb(vol.volume, it.axis, it.index, it.low, it.high), f"{it.low}..{it.high}"
+            else:
+                rgb, window = slice_rgb(vol.volume, it.axis, it.index, it.window), it.window
+            stem = f"{_safe(Path(vol.name).name.split('.')[0])}_{it.axis}{it.index:03d}"
+            return rgb, stem, it.modality or vol.volume.modality, (vol.id, it.axis, it.index, window)
+        if it.image_id:
+            img = self.service.images.get(it.image_id)
+            if img is None:
+                raise not_found(f"items[{i}]: unknown or expired image_id {it.image_id[:64]!r}")
+            return img.image, _safe(Path(it.name or img.name).stem), it.modality, (img.id,)
+        raise bad_request(f"items[{i}]: give image_id, or volume_id with axis and index")
 
 
 def _windowed_rgb(volume, axis: str, index: int, low: float, high: float) -> np.ndarray:
@@ -282,7 +297,7 @@ def _png(img) -> bytes:
     return out.getvalue()
 
 
-def mount(app: FastAPI, service) -> None:
+def mount(app: FastAPI, service) -> Annotator:
     """Add the annotator's routes to the app."""
     ann = Annotator(service)
 
@@ -337,3 +352,5 @@ def mount(app: FastAPI, service) -> None:
         data = await service.slots.run(ann.export, req)
         disposition = 'attachment; filename="annotations.zip"'
         return Response(data, media_type="application/zip", headers={"content-disposition": disposition})
+
+    return ann

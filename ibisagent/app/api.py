@@ -2,7 +2,8 @@
 
 Every refusal is a 4xx with {"error": "<one line>"}: 400 malformed/invalid input, 401 a missing
 or wrong token, 403 a cross-origin request, 404 unknown ids, 413 too large, 415 wrong file type,
-422 a body that does not match the schema, 429 busy. (A Host not allowed gets starlette's 400.)
+409 a teach job already running, 422 a body that does not match the schema, 429 busy; 403 also
+answers a feature the operator did not enable (teaching). (A Host not allowed gets starlette's 400.)
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
             "embeddings_cached": len(service.tool.cache),
             "policies": service.policies.names,
             "policy_options": list(config.policy_options),
+            "teach": config.teach_dir is not None,
             "token_required": bool(config.token),
             "memory_bytes": service.memory(),
             "memory_bounds": {**config.memory_budget(), "one_session": config.max_session_bytes},
@@ -142,6 +144,12 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
             },
             "volumes": _volumes_available(),
         }
+
+    @app.get("/v1/policies/{name}/structures")
+    async def policy_structures(name: str) -> dict:
+        """The structures a compact policy this server runs knows (as `segment --list-structures`);
+        other words for them, typos and plurals are read too. 400 for other policies."""
+        return {"policy": name, "structures": await service.slots.run(service.policies.structures, name)}
 
     @app.post("/v1/images", response_model=ImageResponse, openapi_extra=_upload_doc("image"))
     async def upload_image(request: Request) -> dict:
@@ -237,8 +245,10 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
         return Response(data, media_type="application/gzip", headers={"content-disposition": disposition})
 
     from ibisagent.app.annotate import mount as mount_annotator
+    from ibisagent.app.teaching import mount as mount_teaching
 
-    mount_annotator(app, service)  # the annotator page's static files, volume planes, masks, export
+    ann = mount_annotator(app, service)  # the annotator page's static files, volume planes, masks, export
+    mount_teaching(app, service, ann)  # teaching the compact policy from accepted masks (when enabled)
     return app
 
 

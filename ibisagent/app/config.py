@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ibisagent.train.compact.teach import TeachConfig
 
 MiB = 1024 * 1024
 EMBEDDING_BYTES = 4 * MiB  # one cached LiteMedSAM image embedding (256 x 64 x 64 float32)
@@ -47,6 +51,10 @@ class ServeConfig:
       (episode_timeout_s) is enforced the same way around the whole episode, policy calls included:
       the request returns the steps so far with stop_reason "timeout".
 
+    teach_dir: where policies taught from the page's accepted masks go (POST /v1/annotate/teach,
+      see app/teaching.py); None: teaching is off. teach: its TeachConfig (None: the defaults,
+      3 minutes of training at most).
+
     Memory, in bytes: max_image_bytes (images), max_volume_bytes (volumes), max_logits_bytes (tool
     states), max_session_bytes (one session's undo history; the oldest undo steps are dropped
     beyond it) and max_sessions_bytes (all sessions, LRU), plus max_images embeddings of
@@ -84,6 +92,8 @@ class ServeConfig:
     token: str | None = None
     allowed_hosts: tuple[str, ...] = ("*",)
     cors_origins: tuple[str, ...] = ()
+    teach_dir: str | None = None
+    teach: TeachConfig | None = None
 
     def memory_budget(self) -> dict[str, int]:
         """The byte bound of each store and their total (what the server holds at most)."""

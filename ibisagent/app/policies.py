@@ -39,19 +39,28 @@ class PolicyRegistry:
 
     def __init__(self, entries: tuple[str, ...] | list[str], option_keys: tuple[str, ...] = ()):
         self.specs: dict[str, str] = {}
+        self._free: dict[str, list] = {}
+        self._structures: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
         for entry in entries:
-            name, spec = parse_policy(entry)
-            kind = spec.partition(":")[0]
-            if kind not in SERVABLE:
-                raise IbisInputError(entry, f"not a policy the server can run; kinds: {', '.join(SERVABLE)}")
-            if name in self.specs:
-                raise IbisInputError(entry, f"policy name {name!r} given twice")
-            self.specs[name] = spec
+            self.add(entry)
         if not self.specs:
             raise IbisInputError("--policy", "allow at least one policy")
         self.option_keys = tuple(option_keys)
-        self._free: dict[str, list] = {name: [] for name in self.specs}
-        self._lock = threading.Lock()
+
+    def add(self, entry: str) -> str:
+        """Allow one more policy, `NAME=SPEC` or a SPEC (at start, or a policy taught while the
+        server runs) -> its name."""
+        name, spec = parse_policy(entry)
+        kind = spec.partition(":")[0]
+        if kind not in SERVABLE:
+            raise IbisInputError(entry, f"not a policy the server can run; kinds: {', '.join(SERVABLE)}")
+        with self._lock:
+            if name in self.specs:
+                raise IbisInputError(entry, f"policy name {name!r} given twice")
+            self._free[name] = []
+            self.specs[name] = spec
+        return name
 
     @property
     def names(self) -> list[str]:
@@ -88,6 +97,18 @@ class PolicyRegistry:
         if name not in self.specs:
             raise bad_request(f"unknown policy {name[:64]!r}; this server runs: {', '.join(self.specs)}")
         return name
+
+    def structures(self, name: str) -> list[str]:
+        """The structures allowed policy `name` knows (`policies.known_structures`; read once), or 400."""
+        from ibisagent.policies import known_structures
+
+        name = self.resolve(name)
+        if name not in self._structures:
+            try:
+                self._structures[name] = known_structures(self.specs[name])
+            except IbisInputError as exc:
+                raise bad_request(f"policy {name!r}: {exc.problem}") from None
+        return self._structures[name]
 
     @contextmanager
     def borrow(self, name: str, options: dict | None = None):

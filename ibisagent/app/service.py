@@ -95,6 +95,14 @@ class SerialTool:
     def embed(self, image: np.ndarray):
         return self._locked(self.tool.embed, image)
 
+    def encode(self, image: np.ndarray):
+        """Features for training (`train.embedding_cache.embed_images`): the memory cache's when
+        the image was uploaded (the same features), else encoded without filling the cache."""
+        from ibisagent.tools.base import image_key
+
+        emb = self.tool.cache.get(image_key(image))
+        return emb if emb is not None else self._locked(self.tool.encode, image)
+
     def predict(self, emb, points=None, labels=None, prev_logits=None, box=None):
         return self._locked(self.tool.predict, emb, points, labels, prev_logits, box)
 

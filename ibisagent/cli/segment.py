@@ -133,11 +133,9 @@ def _list_if_asked(ctx: typer.Context, value, which: str):
 
 def print_structures(spec: str) -> None:
     """`segment --list-structures`: what the compact policy of `spec` knows, one name a line."""
-    from ibisagent.policies import make_policy
+    from ibisagent.policies import known_structures
 
-    if spec.partition(":")[0] != "compact":
-        raise IbisInputError(spec, "only the compact policy lists its structures (--policy compact[:PATH])")
-    names = make_policy(spec).known_structures()
+    names = known_structures(spec)
     typer.echo(f"{len(names)} structures known to {spec} (other words for them, typos and plurals are read too):")
     for name in names:
         typer.echo(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -42,6 +43,13 @@ ToolTimeoutOpt = Annotated[
 ]
 MemoryOpt = Annotated[
     float, typer.Option("--max-memory-mib", min=64, help="Bound on what the server's stores hold in total, MiB")
+]
+TeachDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Let the page teach the compact policy from accepted masks; taught policies go here as "
+        "taught-N and become policies clients may run (default: teaching off)"
+    ),
 ]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -92,6 +100,8 @@ def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, thre
     page = f"{url}#token={config.token}" if config.token else url
     typer.echo(f"web app: {page}   REST API docs: {url}docs   (Ctrl+C stops)", err=True)
     typer.echo(f"policies clients may run: {', '.join(api.state.service.policies.names)}", err=True)
+    if config.teach_dir:
+        typer.echo(f"teaching from accepted masks is on; taught policies go to {config.teach_dir}", err=True)
     if open_browser:
         import threading
         import webbrowser
@@ -134,6 +144,7 @@ def _command(name: str, open_default: bool, doc: str) -> None:
         cors_origin: CorsOpt = None,
         tool_timeout: ToolTimeoutOpt = 30.0,
         max_memory_mib: MemoryOpt = 3072.0,
+        teach_dir: TeachDirOpt = None,
         open_browser: OpenOpt = open_default,
     ) -> None:
         limits = dict(
@@ -146,6 +157,7 @@ def _command(name: str, open_default: bool, doc: str) -> None:
             cors_origins=tuple(cors_origin or ()),
             tool_timeout_s=tool_timeout,
             max_memory_bytes=int(max_memory_mib * 1024 * 1024),
+            teach_dir=str(teach_dir) if teach_dir else None,
         )
         run_guarded(
             _serve, host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, limits, open_browser

@@ -61,6 +61,17 @@ def make_policy(spec: str = "oracle", **kwargs) -> Policy:
     )
 
 
+def known_structures(spec: str = "compact") -> list[str]:
+    """The structure names the compact policy of `spec` ("compact[:PATH]") was trained on: what
+    `segment --list-structures` prints and the web app lists. Other kinds cannot list theirs
+    (IbisInputError)."""
+    from ibisagent.errors import IbisInputError
+
+    if spec.partition(":")[0] != "compact":
+        raise IbisInputError(spec, "only the compact policy lists its structures (compact[:PATH])")
+    return make_policy(spec).known_structures()
+
+
 def _number(spec: str, text: str, kind: type):
     from ibisagent.errors import IbisInputError
 
@@ -70,4 +81,4 @@ def _number(spec: str, text: str, kind: type):
         raise IbisInputError(spec, f"expected a {kind.__name__} after ':', got {text!r}") from None
 
 
-__all__ = ["Policy", "make_policy"]
+__all__ = ["Policy", "known_structures", "make_policy"]

@@ -58,6 +58,10 @@ def test_page_upload_run_click_download(page, demo_dir):
 
     page.wait_for_function("() => !document.getElementById('health').textContent.startsWith('connecting')")
     assert "litemedsam" in page.locator("#health").inner_text()
+    # what the selected policy knows: suggestions for the question; no Teach button unless the operator enables it
+    page.wait_for_function("() => !document.getElementById('knownbox').hidden")
+    assert page.locator("#structures option[value='Segment the liver.']").count() == 1
+    assert page.locator("#knowncount").inner_text().startswith("knows ") and page.locator("#teach").is_hidden()
     page.set_input_files("#image", str(demo_dir / XRAY))
     _settled(page, clicks="0", area="0")
     page.wait_for_function("() => document.getElementById('view').width === 1024")

@@ -23,10 +23,12 @@ let view = {scale: 1, tx: 0, ty: 0, fitted: true};
 let wl = {level: 127.5, width: 255};  // display window/level (intensity units)
 let lastArea = 0;
 let rangeRun = null;    // {cancelled} while "Run on slices" runs
+let earlier = [];       // export items of the masks accepted on earlier images and volumes of this page
+let knownFor = null;    // the compact policy whose structures the page shows (the one teaching starts from)
 let drag = null;        // the pointer gesture in progress
 let spaceDown = false;
 
-// A slot: {key, axis, index, imageId, window, pixels (RGBA Uint8ClampedArray) | plane (Float32Array),
+// A slot: {key, axis, index, volumeId | name, imageId, window, pixels (RGBA Uint8ClampedArray) | plane (Float32Array),
 //          width, height, history: [state], redo: [state], episode, accepted (RLE) | null, base (RLE) | null}
 // A state: {kind, session, clicks, rle, iou, area, corrections, ms, canUndo, paint (Int8Array|null), command, box}
 function current() { return slot && slot.history.length ? slot.history[slot.history.length - 1] : null; }
@@ -289,9 +291,19 @@ function renderSteps() {
 function renderAccepted() {
   const acc = [...slots.values()].filter((s) => s.accepted);
   const names = acc.map((s) => (s.axis ? `${s.axis[0]}${s.index}` : "image")).slice(0, 12).join(", ");
-  $("acceptedinfo").textContent = acc.length ? `accepted: ${acc.length} (${names}${acc.length > 12 ? ", ..." : ""})` : "accepted: none";
-  $("acceptedinfo").dataset.count = String(acc.length);
+  const before = earlier.length ? `${acc.length ? " + " : ""}${earlier.length} on earlier images` : "";
+  $("acceptedinfo").textContent = acc.length || earlier.length ?
+    `accepted: ${acc.length ? `${acc.length} (${names}${acc.length > 12 ? ", ..." : ""})` : ""}${before}` : "accepted: none";
+  $("acceptedinfo").dataset.count = String(acc.length + earlier.length);
 }
+function itemOf(s) {  // an accepted mask as an export / teach item
+  return s.plane ?
+    {volume_id: s.volumeId, axis: s.axis, index: s.index, mask: s.accepted, structure: structure(),
+     ...(s.window && typeof s.window === "object" ? s.window : {window: s.window || $("window").value})} :
+    {image_id: s.imageId, mask: s.accepted, structure: structure(), name: s.name};
+}
+function acceptedItems() { return [...earlier, ...[...slots.values()].filter((s) => s.accepted).map(itemOf)]; }
+function keepAccepted() { earlier = acceptedItems(); }  // before the page moves on to another image
 
 // ---- history: undo / redo --------------------------------------------------------------------
 function blankState(ms) { return {kind: "blank", session: null, clicks: [], rle: null, iou: null, area: 0, corrections: [], ms, canUndo: false, paint: null}; }
@@ -365,8 +377,8 @@ function loadPixels(src) {
 async function startImage(info, url) {
   image = {id: info.image_id, name: info.name, width: info.width, height: info.height, url};
   reference = null; $("reference").value = ""; $("refine").value = "";
-  slots = new Map();
-  slot = {key: "2d", imageId: info.image_id, width: info.width, height: info.height, history: [blankState(info.embed_ms)], redo: [],
+  keepAccepted(); slots = new Map();
+  slot = {key: "2d", name: info.name, imageId: info.image_id, width: info.width, height: info.height, history: [blankState(info.embed_ms)], redo: [],
           episode: null, accepted: null, base: null};
   let pixels = null;
   if (url) { try { pixels = await loadPixels(url); } catch (e) { pixels = null; } }
@@ -384,7 +396,7 @@ async function startVolume(info) {
   const meta = await api(`/v1/annotate/volumes/${info.volume_id}`);
   volume = {id: info.volume_id, name: info.name, slices: info.slices, windows: meta.windows, range: meta.range, aspect: meta.aspect};
   reference = null; $("reference").value = ""; $("refine").value = "";
-  slots = new Map(); renderAccepted();
+  keepAccepted(); slots = new Map(); renderAccepted();
   $("window").innerHTML = info.windows.map((w) => `<option>${w}</option>`).join("");
   $("axis").value = "axial"; $("volbox").hidden = false; $("dlnifti").hidden = false;
   setSliceRange(true);
@@ -404,7 +416,7 @@ async function getSlot(axis, index) {
     if (!resp.ok) { let m = `HTTP ${resp.status}`; try { m = (await resp.json()).error; } catch (e) { /* */ } throw new Error(m); }
     const [H, W] = resp.headers.get("x-shape").split(",").map(Number);
     const plane = new Float32Array(await resp.arrayBuffer());
-    s = {key, axis, index, imageId: null, window: null, plane, width: W, height: H, history: [blankState(null)], redo: [],
+    s = {key, axis, index, volumeId: volume.id, imageId: null, window: null, plane, width: W, height: H, history: [blankState(null)], redo: [],
          episode: null, accepted: null, base: null};
     slots.set(key, s);
     trimSlots();
@@ -789,15 +801,71 @@ function structure() {
   return q || "target";
 }
 $("export").addEventListener("click", () => guarded("exporting the dataset", async () => {
-  const acc = [...slots.values()].filter((s) => s.accepted);
-  if (!acc.length) throw new Error("accept a mask first (A): the export holds accepted masks");
-  const items = acc.map((s) => (s.plane ?
-    {volume_id: volume.id, axis: s.axis, index: s.index, mask: s.accepted, structure: structure(),
-     ...(s.window && typeof s.window === "object" ? s.window : {window: s.window || $("window").value})} :
-    {image_id: s.imageId, mask: s.accepted, structure: structure(), name: image.name}));
+  const items = acceptedItems();
+  if (!items.length) throw new Error("accept a mask first (A): the export holds accepted masks");
   const blob = await postBlob("/v1/annotate/export", {items});
   download("annotations.zip", blob);
 }));
+
+// ---- teaching: the server teaches the compact policy from the accepted masks (a background job) ----
+$("teach").addEventListener("click", () => guarded("starting to teach", async () => {
+  const items = acceptedItems();
+  if (!items.length) throw new Error("accept masks first (A): teaching learns from the accepted masks");
+  followTeach(await postJSON("/v1/annotate/teach", {items, policy: knownFor}));
+}));
+$("cancelteach").addEventListener("click", () => {
+  const id = $("teachinfo").dataset.job;
+  if (id) postJSON(`/v1/annotate/teach/${id}/cancel`, {}).catch((e) => { $("teachtext").textContent = e.message; });
+});
+const TEACHING = ["embedding", "training", "cancelling"];
+async function followTeach(job) {  // poll the job (the page stays usable meanwhile)
+  const box = $("teachinfo");
+  box.hidden = false; box.dataset.job = job.job_id;
+  $("teach").disabled = true; $("cancelteach").hidden = false;
+  try {
+    for (;;) {
+      showTeach(job);
+      if (!TEACHING.includes(job.state)) break;
+      await new Promise((r) => setTimeout(r, 1000));
+      job = await api(`/v1/annotate/teach/${job.job_id}`);
+    }
+  } catch (e) { $("teachtext").textContent = `teaching: ${e.message}`; }
+  $("teach").disabled = false; $("cancelteach").hidden = true;
+  if (job.state === "done" && ![...$("policy").options].some((o) => o.value === job.policy)) {
+    $("policy").append(new Option(job.policy, job.policy));
+    $("policy").value = job.policy; showKnown();
+  }
+}
+function showTeach(j) {
+  const bar = $("teachprogress"), names = Object.keys(j.structures).join(", ");
+  let text;
+  if (j.state === "embedding") { bar.max = j.images[1] || 1; bar.value = j.images[0]; text = `embedding images: ${j.images[0]} of ${j.images[1]}`; }
+  else if (j.state === "training" || j.state === "cancelling") {
+    bar.max = 1; bar.value = Math.min(1, Math.max(j.training_s / j.budget_s, j.steps / j.max_steps));
+    text = `${j.state} ${names}: ${Math.round(j.training_s)} s (at most ${Math.round(j.budget_s)} s)`;
+  } else if (j.state === "done") {
+    const d = j.result.taught_pairs_belief_dice;
+    bar.max = 1; bar.value = 1;
+    text = `taught ${names} in ${j.steps} steps: policy ${j.policy} (belief Dice on these masks ${d.before.toFixed(2)} -> ${d.after.toFixed(2)})`;
+  } else text = j.state === "failed" ? `teaching failed: ${j.error}` : "teaching cancelled: nothing kept";
+  $("teachtext").textContent = text; $("teachinfo").dataset.state = j.state;
+}
+
+// ---- what the selected policy knows: suggestions for the question ------------------------------------
+async function showKnown() {
+  const name = $("policy").value;
+  knownFor = null; $("knownbox").hidden = true; $("structures").replaceChildren();
+  if (!name) return;
+  let r;
+  try { r = await api(`/v1/policies/${encodeURIComponent(name)}/structures`); } catch (e) { return; }  // not a compact policy
+  if ($("policy").value !== name) return;
+  knownFor = name;
+  $("structures").replaceChildren(...r.structures.map((s) => new Option(`Segment the ${s}.`, `Segment the ${s}.`)));
+  $("knowncount").textContent = `knows ${r.structures.length} structures`;
+  $("known").textContent = r.structures.join(", ");
+  $("knownbox").hidden = false;
+}
+$("policy").addEventListener("change", showKnown);
 
 // Undo/redo keys pressed while a request runs wait their turn (in order) instead of being dropped.
 let keyChain = Promise.resolve();
@@ -842,4 +910,6 @@ api("/healthz").then((h) => {
   if (h.policies && h.policies.length) {
     $("policy").replaceChildren(...h.policies.map((name) => Object.assign(document.createElement("option"), {value: name, textContent: name})));
   }
+  $("teach").hidden = !h.teach;
+  showKnown();
 }).catch((e) => { $("health").textContent = "server unreachable: " + e.message; });
