@@ -76,11 +76,13 @@ class TeachJob:
         self.images_done += 1
         self.checkpoint()
 
+    def stepped(self, step: int) -> None:
+        self.steps = step
+        self.checkpoint()
+
     def log(self, line) -> None:
         line = str(line)
         self.lines = [*self.lines[-19:], line]
-        m = re.match(r"step (\d+) ", line)
-        self.steps = int(m.group(1)) if m else self.steps
         self.checkpoint()
 
     @property
@@ -204,7 +206,7 @@ class Teacher:
             images = sorted({s.image for s in samples})
             emb = embed_images(self.service.serial, images, tmp / "embeddings", progress=job.embedded)
             job.state, job.t_train = "training", time.monotonic()
-            card = teach(samples, emb, out, base, self.cfg, log=job.log)
+            card = teach(samples, emb, out, base, self.cfg, log=job.log, on_step=job.stepped)
             job.checkpoint()
             with self._lock:
                 names = [*self.service.policies.specs, *(p.name for p in self.dir.iterdir())]

@@ -85,10 +85,19 @@ def check_pairs(samples, known: list[str], min_pairs: int) -> tuple[dict[str, in
     return dict(counts), decisions
 
 
-def teach(samples, emb_files: dict, out: Path, base: Path | None = None, cfg: TeachConfig | None = None, log=print):
+def teach(
+    samples,
+    emb_files: dict,
+    out: Path,
+    base: Path | None = None,
+    cfg: TeachConfig | None = None,
+    log=print,
+    on_step=None,
+):
     """Fine-tune the compact policy of `base` (default: the shipped weights) on `samples` (checked
     with `check_pairs`; `emb_files`: image -> cached embedding, `train.embedding_cache`). Writes
-    OUT/compact_policy.pt and OUT/model_card.json / .md; returns the card."""
+    OUT/compact_policy.pt and OUT/model_card.json / .md; returns the card. `on_step(step)` is called
+    after every step (the app's progress); an exception it raises abandons the run, nothing written."""
     import torch
 
     from ibisagent.data.queries import out_of_domain_queries
@@ -175,6 +184,8 @@ def teach(samples, emb_files: dict, out: Path, base: Path | None = None, cfg: Te
         opt.step()
         step += 1
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(step)
         if step % 50 == 0:
             log(f"step {step} loss {np.mean(losses[-50:]):.3f} dice-loss {dice.mean().item():.3f}")
     net.eval()
