@@ -350,7 +350,7 @@ def _lso(
         teach_cfg = TeachConfig(minutes=teach_minutes, min_pairs=teach_pairs, seed=seed)
         teach_lift(samples, emb_files, cfg, out, src, teach_cfg, log=console.print)
     if teach_sources:
-        summary = summarise(out)
+        summary = summarise(out, samples)
     typer.echo((out / "summary.md").read_text())
     typer.echo(f"summary: {out / 'summary.json'} (folds done: {summary['folds_done']})")
 

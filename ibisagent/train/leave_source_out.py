@@ -283,14 +283,24 @@ def run_lso(samples, emb_files: dict, cfg: LSOConfig, out: Path, folds=None, log
             log(f"fold {fold}: done already ({path})")
             continue
         run_fold(fold, samples, emb_files, cfg, out, log)
-    return summarise(out)
+    return summarise(out, samples)
 
 
-def summarise(out: Path) -> dict:
+def named_in_training(samples, config: dict) -> dict[str, bool]:
+    """Evaluation target id -> whether its structure (case-insensitive) is the structure of any
+    training pair of its fold: on the others the query names something no training example showed."""
+    cfg = LSOConfig(**{**config, "baselines": tuple(config.get("baselines", BASELINES))})
+    fold_of, pool, targets = plan(samples, cfg)
+    names = [{s.structure.lower() for s in pool if fold_of[source_of(s)] != f} for f in range(cfg.folds)]
+    return {s.id: s.structure.lower() in names[fold_of[source_of(s)]] for s in targets}
+
+
+def summarise(out: Path, samples=None) -> dict:
     """Pool OUT/fold_*.json: per policy the mean IoU over all targets with a 95% bootstrap interval,
     each fold's mean, the compact policy's paired difference to each baseline (pooled and per fold),
-    per-source means, absent-target "no" share and present targets called absent. Writes
-    OUT/summary.json and OUT/summary.md."""
+    per-source means, absent-target "no" share and present targets called absent. With `samples`
+    (the run's data), the targets are also split by whether their structure is named by any
+    training source of their fold (`named_in_training`). Writes OUT/summary.json and OUT/summary.md."""
     from ibisagent.eval.stats import bootstrap_ci, paired_difference
 
     files = [p for p in out.glob("fold_*.json") if re.fullmatch(r"fold_\d+\.json", p.name)]
@@ -334,6 +344,14 @@ def summarise(out: Path) -> dict:
     summary["per_source"] = {
         s: {"n": len(v["compact"])} | {n: float(np.mean(v[n])) for n in names} for s, v in sorted(by_source.items())
     }
+    if samples is not None:
+        named = named_in_training(samples, records[0]["config"])
+        summary["by_naming"] = {}
+        for key, want in (("named", True), ("unnamed", False)):
+            part = [i for i in ids if named.get(i) is want]
+            summary["by_naming"][key] = {"n": len(part)} | {
+                n: float(np.mean([pooled[n][i] for i in part])) if part else float("nan") for n in names
+            }
     compact = [r["results"]["compact"] for r in records]
     weights = [c["n"] for c in compact]
     summary["called_absent"] = float(np.average([c["called_absent"] for c in compact], weights=weights))
@@ -390,6 +408,11 @@ def summary_markdown(summary: dict) -> str:
         f"{summary['no_mask']:.1%}; absent-target questions answered no: {summary['absent_said_no']:.1%} "
         f"of {summary['absent_n']}"
     )
+    if "by_naming" in summary:
+        for key, words in (("named", "named by a training source"), ("unnamed", "named by no training source")):
+            v = summary["by_naming"][key]
+            means = ", ".join(f"{n} {v[n]:.3f}" for n in names)
+            lines.append(f"- {v['n']} targets whose structure is {words} of their fold: {means}")
     lines.append(f"- minutes: training {summary['minutes']['train']}, evaluation {summary['minutes']['eval']}")
     if "teach" in summary:
         t = summary["teach"]

@@ -136,3 +136,18 @@ def test_recipe_overrides_are_typed_and_unknown_fields_refused():
     for bad in (["nope=1"], ["hidden=wide"], ["mirror=maybe"], ["minutes=3"], ["mix_style"]):
         with pytest.raises(IbisInputError):
             train_overrides(bad)
+
+
+def test_targets_are_split_by_whether_a_training_source_names_their_structure():
+    """A target counts as named when some training pair of its fold has the same structure (case
+    aside); a structure only its own source has is unnamed."""
+    from dataclasses import replace
+
+    samples = fake_samples({"a": 6, "b": 6, "c": 6})
+    samples = [replace(s, structure="Spleen") if s.origin == "c" else s for s in samples]
+    cfg = lso.LSOConfig(folds=3, per_source=2, train_per_source=0)
+    fold_of, _, targets = lso.plan(samples, cfg)
+    named = lso.named_in_training(samples, json.loads(json.dumps(lso.asdict(cfg))))
+    assert set(named) == {s.id for s in targets}
+    for s in targets:
+        assert named[s.id] is (s.origin != "c"), (s.origin, fold_of)
