@@ -273,6 +273,14 @@ def lso_cmd(
     ] = None,
     teach_pairs: Annotated[int, typer.Option(min=2, help="Pairs taught per --teach-source")] = 5,
     teach_minutes: Annotated[float, typer.Option(min=0.05, help="Teaching minutes per --teach-source")] = 3.0,
+    teach_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--teach-set",
+            metavar="FIELD=VALUE",
+            help="Change one field of the teaching recipe (TeachConfig) for --teach-source (repeatable)",
+        ),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -293,13 +301,13 @@ def lso_cmd(
     """
     run_guarded(
         _lso, data, out, folds, train_steps, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
-        teach_source or [], teach_pairs, teach_minutes, set_ or [],
+        teach_source or [], teach_pairs, teach_minutes, set_ or [], teach_set or [],
     )  # fmt: skip
 
 
 def _lso(
     data, out, folds, train_steps, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
-    teach_sources, teach_pairs, teach_minutes, overrides,
+    teach_sources, teach_pairs, teach_minutes, overrides, teach_overrides,
 ):  # fmt: skip
     from rich.console import Console
 
@@ -314,6 +322,7 @@ def _lso(
         images_needed,
         run_lso,
         summarise,
+        config_overrides,
         teach_lift,
         train_overrides,
     )
@@ -332,6 +341,12 @@ def _lso(
         baselines=tuple(baseline or BASELINES),
         train=train_overrides(overrides),
     )
+    teach_cfg = TeachConfig(
+        minutes=teach_minutes,
+        min_pairs=teach_pairs,
+        seed=seed,
+        **config_overrides(TeachConfig, teach_overrides, fixed=("minutes", "min_pairs", "seed"), option="--teach-set"),
+    )
     samples = collect_pairs(list(data))
     images = images_needed(samples, cfg)
     for src in teach_sources:
@@ -347,7 +362,6 @@ def _lso(
         if (out / f"teach_{src}.json").exists():
             console.print(f"teach {src}: done already")
             continue
-        teach_cfg = TeachConfig(minutes=teach_minutes, min_pairs=teach_pairs, seed=seed)
         teach_lift(samples, emb_files, cfg, out, src, teach_cfg, log=console.print)
     if teach_sources:
         summary = summarise(out, samples)

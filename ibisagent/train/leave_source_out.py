@@ -42,22 +42,19 @@ class LSOConfig:
     train: dict = field(default_factory=dict)  # CompactTrainConfig fields to change (`--set`), for model selection
 
 
-def train_overrides(pairs: list[str]) -> dict:
-    """["mix_style=0.5", "dropout=0.1", ...] -> {field: value}, each value parsed as the type of that
-    field of `CompactTrainConfig` (the SFT recipe); an unknown field or a bad value is an IbisInputError."""
+def config_overrides(config_type, pairs: list[str], fixed: tuple[str, ...] = (), option: str = "--set") -> dict:
+    """["mix_style=0.5", "dilations=1,2", ...] -> {field: value}, each value parsed as the type of that
+    field of the dataclass `config_type`; a field in `fixed`, an unknown field or a bad value is an
+    IbisInputError naming the fields that may be set."""
     from dataclasses import fields
 
-    from ibisagent.train.compact.sft import CompactTrainConfig
-
-    known = {f.name: type(f.default) for f in fields(CompactTrainConfig)}
+    known = {f.name: type(f.default) for f in fields(config_type) if f.name not in fixed}
     out = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
-        fixed = ("minutes", "max_steps", "seed", "heldout_percent")  # set by LSOConfig itself
-        if not sep or key not in known or key in fixed:
-            names = ", ".join(k for k in known if k not in fixed)
-            raise IbisInputError("--set", f"expected FIELD=VALUE with FIELD one of {names}; got {pair!r}")
+        if not sep or key not in known:
+            raise IbisInputError(option, f"expected FIELD=VALUE with FIELD one of {', '.join(known)}; got {pair!r}")
         kind = known[key]
         try:
             if kind is bool:
@@ -69,9 +66,16 @@ def train_overrides(pairs: list[str]) -> dict:
             else:
                 value = kind(text)
         except ValueError:
-            raise IbisInputError("--set", f"{key} expects a {kind.__name__}, got {text!r}") from None
+            raise IbisInputError(option, f"{key} expects a {kind.__name__}, got {text!r}") from None
         out[key] = value
     return out
+
+
+def train_overrides(pairs: list[str]) -> dict:
+    """`config_overrides` of the SFT recipe (`CompactTrainConfig`), less what LSOConfig sets itself."""
+    from ibisagent.train.compact.sft import CompactTrainConfig
+
+    return config_overrides(CompactTrainConfig, pairs, fixed=("minutes", "max_steps", "seed", "heldout_percent"))
 
 
 def source_of(sample) -> str:

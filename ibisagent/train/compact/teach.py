@@ -40,6 +40,7 @@ class TeachConfig:
     shift_cells: int = 4  # augmentation as in training (`train.compact.sft.augment`)
     channel_dropout: float = 0.1
     query_variants: int = 3
+    trunk: bool = False  # also fine-tune the conv trunk (more to learn a new look, more to forget)
     seed: int = 0
 
 
@@ -137,7 +138,8 @@ def teach(
     for p in net.parameters():
         p.requires_grad_(False)
     films = [b.film for b in [*net.blocks, *getattr(net, "coarse", [])]]
-    params = [p for m in [*films, net.head, net.presence.text] for p in m.parameters()]
+    trunk = [net.proj, *(b.conv for b in net.blocks), *(b.norm for b in net.blocks)] if cfg.trunk else []
+    params = [p for m in [*films, *trunk, net.head, net.presence.text] for p in m.parameters()]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
