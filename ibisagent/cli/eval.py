@@ -252,7 +252,8 @@ def lso_cmd(
     train_steps: Annotated[
         int,
         typer.Option(
-            min=1, help="SFT steps per fold (about 5 min on 2 cores with bf16; the full train compact run: ~5,000 + GRPO)"
+            min=1,
+            help="SFT steps per fold (about 5 min on 2 cores with bf16; the full train compact run: ~5,000 + GRPO)",
         ),
     ] = 700,
     minutes: Annotated[float, typer.Option(min=0.1, help="Ceiling on each fold's SFT minutes")] = 30.0,
@@ -319,10 +320,10 @@ def _lso(
     from ibisagent.train.leave_source_out import (
         BASELINES,
         LSOConfig,
+        config_overrides,
         images_needed,
         run_lso,
         summarise,
-        config_overrides,
         teach_lift,
         train_overrides,
     )

@@ -78,7 +78,6 @@ def _synth(dataset, out, workers, backend, ray_address, seed, threads, limit, mi
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from ibisagent.progress import progress_bar
-
     from ibisagent.synth.generate import SynthConfig
     from ibisagent.synth.job import JobConfig, load_trajectories, run_synth
     from ibisagent.synth.plan import parse_mix

@@ -66,13 +66,17 @@ def main() -> None:
     presence = np.array([r[2] for r in rows])
     peak = np.array([r[3] for r in rows])
     absent, present = kind == "absent", kind == "present"
-    print(f"\nabsent questions: {absent.sum()}, of which about a structure the fold's policy knows: {(absent & known).sum()}")
+    print(
+        f"\nabsent questions: {absent.sum()}, of which about a structure the fold's policy knows: {(absent & known).sum()}"
+    )
     print(f"present targets: {present.sum()}, of which the policy knows the structure: {(present & known).sum()}")
 
     def says_no(threshold, absent_peak):
         return known & (presence < threshold) & (peak < absent_peak)
 
-    print("\n| presence threshold | absent_peak | absent answered no | of them, known structures | present called absent |")
+    print(
+        "\n| presence threshold | absent_peak | absent answered no | of them, known structures | present called absent |"
+    )
     print("|---|---|---|---|---|")
     for t in (0.3, 0.5, 0.7, 0.9):
         for ap_ in (0.5, 0.9, 1.01):
@@ -83,7 +87,7 @@ def main() -> None:
             )
     a, p = presence[absent & known], presence[present & known]
     if len(a) and len(p):  # the chance that an absent question gets a lower presence than a present target
-        auc = ((a[:, None] < p[None]).mean() + 0.5 * (a[:, None] == p[None]).mean())
+        auc = (a[:, None] < p[None]).mean() + 0.5 * (a[:, None] == p[None]).mean()
         print(f"\npresence check, known structures only: AUC {auc:.3f} (absent vs present)")
 
 

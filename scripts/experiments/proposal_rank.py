@@ -145,7 +145,9 @@ def main() -> None:
     torch.save((desc, scores, ious), cached)
     missing = [f for f in range(cfg.folds) if not (args.lso / f"fold_{f}.json").exists()]
     if missing:
-        raise SystemExit(f"proposals saved to {cached}; folds {missing} of {args.lso} are not done yet: rerun after them")
+        raise SystemExit(
+            f"proposals saved to {cached}; folds {missing} of {args.lso} are not done yet: rerun after them"
+        )
     texts = {s.id: query_texts(s, 3) for s in pool}
     eval_text = {s.id: make_query(s, "referring", seed=0).text for s in targets}
     all_texts = sorted({t for v in texts.values() for t in v} | set(eval_text.values()))
@@ -165,7 +167,9 @@ def main() -> None:
                 results["best"][s.id] = float(ious[s.id].max())
                 results["tool_score"][s.id] = float(ious[s.id][int(scores[s.image].argmax())])
                 results["compact"][s.id] = record["results"]["compact"]["per_item"].get(s.id, float("nan"))
-        print(f"fold {fold}: ranked {np.mean([results['ranked'][s.id] for s in held]):.3f} over {len(held)}", flush=True)
+        print(
+            f"fold {fold}: ranked {np.mean([results['ranked'][s.id] for s in held]):.3f} over {len(held)}", flush=True
+        )
     ids = sorted(i for i in results["compact"] if not np.isnan(results["compact"][i]))
     summary = {}
     for name, v in results.items():
