@@ -509,7 +509,7 @@ def test_resume_reuses_trained_stages_and_records_the_policy_settings(trained, d
         shutil.copyfile(weights, out / name)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     args = ["train", "compact", str(demo_dir), "--out", str(out), "--resume", "--heldout", "50", "--eval-steps", "2"]
-    r = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path / "emb")])
+    r = CliRunner().invoke(app, [*args, "--rl-minutes", "1", "--cache-dir", str(tmp_path / "emb")])
     assert r.exit_code == 0, r.output
     assert "reusing the SFT stage" in r.output and "reusing the GRPO stage" in r.output
     assert {p.name: p.read_bytes() for p in out.glob("*.pt")} == before  # nothing retrained
@@ -525,6 +525,11 @@ def test_resume_reuses_trained_stages_and_records_the_policy_settings(trained, d
     assert "sft+rl - sft: +0.000" in r.output
     assert set(report["timings"]) == {"embedding_and_loading", "evaluation", "total"}  # nothing trained
     assert report["timings"]["total"] >= report["timings"]["evaluation"] > 0
+    # the run's model card: the recipe it reran and the figures it measured, from the report
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "ibisagent train compact DATA --steps 150 --rl-minutes 1 --heldout 50 --seed 0 --install" in card
+    assert f"| sft | {report['results']['sft']['n']} | **{report['results']['sft']['mean_iou']:.3f}** |" in card
+    assert f"SFT) for {report['sft_steps']} optimiser steps" in card and "GRPO on the last layer" in card
 
 
 def test_budget_shortens_sft_to_end_the_run_in_time_or_says_why_it_cannot(demo_dir, tmp_path):
@@ -547,7 +552,7 @@ def test_budget_shortens_sft_to_end_the_run_in_time_or_says_why_it_cannot(demo_d
 
     out = tmp_path / "run"
     args = ["train", "compact", str(demo_dir), "--out", str(out), "--heldout", "20", "--budget", "5"]
-    r = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path / "emb")])
+    r = CliRunner().invoke(app, [*args, "--rl-minutes", "10", "--cache-dir", str(tmp_path / "emb")])
     assert r.exit_code == 2, r.output
     assert "--budget" in r.output and "Traceback" not in r.output
     assert not (out / "compact_policy.pt").exists()

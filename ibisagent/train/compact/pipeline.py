@@ -84,9 +84,10 @@ def run_compact_training(
     rl_split: int = 0,
     compile: bool = False,
     budget: float = 0.0,
+    steps: int = 0,
 ):
-    """SFT for `minutes` (fewer where `budget` > 0 and the whole run would not end within `budget`
-    minutes: `sft_minutes_within`), then (rl_minutes > 0) the GRPO stage; held-out episodes of every
+    """SFT for `steps` optimiser steps (0: no step limit) within `minutes` (fewer where `budget` > 0
+    and the whole run would not end within `budget` minutes: `sft_minutes_within`), then (rl_minutes > 0) the GRPO stage; held-out episodes of every
     stage next to text-free baselines; installs the stage with the higher held-out mean IoU
     (named in the report's "installed"; a choice between two on the split that reports them).
     `resume`: a stage whose weights are already in `out` is loaded, not trained again.
@@ -97,6 +98,7 @@ def run_compact_training(
     from ibisagent.data.splits import validation_split
     from ibisagent.policies.belief_net import WEIGHTS, load_net
     from ibisagent.policies.compact import policy_settings
+    from ibisagent.train.compact.card import model_card
     from ibisagent.train.compact.grpo import CompactRLConfig, train_compact_rl
     from ibisagent.train.compact.sft import (
         CompactTrainConfig,
@@ -119,6 +121,8 @@ def run_compact_training(
         console.print(f"[yellow]too few training images to keep {rl_split}% from SFT: GRPO trains on the SFT images[/]")
         train, rl_train, rl_split = train + rl_train, [], 0
     cfg = CompactTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout, compile=compile)
+    if steps > 0:  # a step count, not minutes: a busy or slow machine trains the same policy, only later
+        cfg = replace(cfg, max_steps=steps)
     pos, neg, feats, skipped = _bar_run(
         "loading targets",
         len(train),
@@ -166,7 +170,14 @@ def run_compact_training(
         )
         timings["grpo"] = minutes_since(t1)
     t1 = time.perf_counter()
+    from ibisagent.tools.onnx_encoder import encoder_precision
+    from ibisagent.train.leave_source_out import source_of
+
     report = {
+        "command": {"steps": steps, "rl_minutes": rl_minutes, "heldout": heldout, "seed": seed},
+        "sft_steps": saved_setting(weights, "steps"),
+        "train_sources": len({source_of(s) for s in train + rl_train}),
+        "encoder_precision": encoder_precision(),
         "train_targets": len(pos) - n_mirrored,
         "rl_split": rl_split,
         "rl_targets": len(rl_pos),
@@ -221,10 +232,13 @@ def run_compact_training(
         + (f" (budget {budget:g} min)" if budget > 0 else "")
     )
     atomic_write_bytes(out / "report.json", json.dumps(report, indent=1).encode())
+    atomic_write_bytes(out / "MODEL_CARD.md", model_card(report).encode())
+    console.print(f"wrote {out / 'report.json'} and {out / 'MODEL_CARD.md'}")
     if install:
         WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(stages[report["installed"]], WEIGHTS)
         shutil.copyfile(out / "report.json", WEIGHTS.parent / "compact_report.json")
+        shutil.copyfile(out / "MODEL_CARD.md", WEIGHTS.parent / "MODEL_CARD.md")
         console.print(f"installed the {report['installed']} stage as the default policy: {WEIGHTS}")
     return report
 
