@@ -13,7 +13,8 @@ def reproduce_command(report: dict) -> str:
     out (so it stays right when the defaults change)."""
     args = report.get("command", {})
     opts = " ".join(f"{flag} {args[key]:g}" for key, flag in _OPTIONS.items() if key in args)
-    return f"ibisagent train compact DATA {opts} --install".replace("  ", " ")
+    env = "IBISAGENT_ENCODER_PRECISION=bf16 " if report.get("encoder_precision") == "bf16" else ""
+    return f"{env}ibisagent train compact DATA {opts} --install".replace("  ", " ")
 
 
 def _row(name: str, res: dict, categories: list[str]) -> str:

@@ -268,8 +268,10 @@ def train_compact(
         )
         if step % 25 == 0:
             log_fh.flush()
+            of_steps = f"/{cfg.max_steps}" if cfg.max_steps < 1_000_000 else ""  # a step count was set
             log(
-                f"step {step} loss {ema:.3f} dice-loss {dice[: len(pos)].mean().item():.3f} {(time.perf_counter() - t0) / 60:.1f}/{cfg.minutes:.0f} min"
+                f"step {step}{of_steps} loss {ema:.3f} dice-loss {dice[: len(pos)].mean().item():.3f} "
+                f"{(time.perf_counter() - t0) / 60:.1f} min (at most {cfg.minutes:g})"
             )
     log_fh.close()
     if averaged is not None:
