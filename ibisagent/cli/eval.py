@@ -249,13 +249,16 @@ def lso_cmd(
         Path, typer.Option(help="Run folder: fold_K.json per fold, fold_K/ weights, summary.json/.md")
     ] = Path("runs/lso"),
     folds: Annotated[int, typer.Option(min=2, help="Folds; sources are dealt into them balanced by pair count")] = 5,
-    train_steps: Annotated[
-        int,
+    train_epochs: Annotated[
+        float,
         typer.Option(
-            min=1,
-            help="SFT steps per fold (the shipped recipe's train compact --steps; compare others with it)",
+            min=0.01,
+            help="SFT passes over each fold's training targets (the shipped recipe's train compact --epochs)",
         ),
-    ] = 150,
+    ] = 4.0,
+    train_steps: Annotated[
+        int, typer.Option(min=0, help="A fixed number of SFT steps per fold instead of --train-epochs (0: off)")
+    ] = 0,
     minutes: Annotated[float, typer.Option(min=0.1, help="Ceiling on each fold's SFT minutes")] = 30.0,
     per_source: Annotated[int, typer.Option(min=1, help="Evaluation targets per held-out source")] = 10,
     train_per_source: Annotated[
@@ -296,19 +299,19 @@ def lso_cmd(
     from the query alone on them, beside the baselines; resumable (rerun to continue).
 
     About 20 minutes on 2 cores with bfloat16 and a warm embedding cache at the defaults (per fold
-    about 2.5 min of 150 SFT steps and 1 min of episodes); the first run embeds the images it needs
+    about 2.5 min of SFT, 4 epochs of about 1,050 targets, and 1 min of episodes); the first run embeds the images it needs
     once (cached; about 1,000 images).
 
     Example: ibisagent eval lso DATA --out runs/lso   (DATA: pairs.csv folders, see README)
     """
     run_guarded(
-        _lso, data, out, folds, train_steps, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
+        _lso, data, out, folds, train_epochs, train_steps, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
         teach_source or [], teach_pairs, teach_minutes, set_ or [], teach_set or [],
     )  # fmt: skip
 
 
 def _lso(
-    data, out, folds, train_steps, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
+    data, out, folds, train_epochs, train_steps, minutes, per_source, train_per_source, fold, max_steps, seed, baseline, cache_dir,
     teach_sources, teach_pairs, teach_minutes, overrides, teach_overrides,
 ):  # fmt: skip
     from rich.console import Console
@@ -334,6 +337,7 @@ def _lso(
     console = Console(stderr=True)
     cfg = LSOConfig(
         folds=folds,
+        train_epochs=train_epochs,
         train_steps=train_steps,
         minutes=minutes,
         per_source=per_source,

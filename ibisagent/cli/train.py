@@ -117,14 +117,15 @@ def _train_sft(config, output_dir, max_steps, resume, merge_only):
 def train_compact_cmd(
     data: DataArg,
     out: Annotated[Path, typer.Option(help="Run folder: weights, log, report")] = Path("runs/compact"),
-    steps: Annotated[
-        int,
+    epochs: Annotated[
+        float,
         typer.Option(
             min=0,
-            help="SFT optimiser steps (0: as many as --minutes allow). The default is the step count that "
-            "generalised best to sources never trained on (ibisagent eval lso; docs/experiments.md)",
+            help="SFT passes over the training targets (0: as many as --minutes allow). The default is the "
+            "training length that generalised best to sources never trained on (ibisagent eval lso; "
+            "docs/experiments.md)",
         ),
-    ] = 150,
+    ] = 4.0,
     minutes: Annotated[
         float, typer.Option(help="Ceiling on the SFT stage's minutes (less where --budget needs it)")
     ] = 36.0,
@@ -180,12 +181,12 @@ def train_compact_cmd(
     """Train the compact text-to-click policy (the default of `segment`) from image/mask pairs.
 
     Embeds images once (shared cache with `train tool`), trains the belief network by behaviour
-    cloning for STEPS optimiser steps (SFT), optionally then by step-level GRPO with the reference
+    cloning for EPOCHS passes over the training targets (SFT), optionally then by step-level GRPO with the reference
     rewards on the real tool for RL_MINUTES; then runs held-out episodes from the query alone (no oracle) for each
     stage and reports mean IoU per category and modality next to text-free baselines (centre
     click, largest salient region). --install ships the stage with the higher held-out mean IoU.
 
-    The defaults are the shipped recipe: 150 SFT steps, no GRPO (a few minutes with a warm embedding cache;
+    The defaults are the shipped recipe: 4 epochs of SFT, no GRPO (a few minutes with a warm embedding cache;
     --budget bounds the whole run at 60 min). Longer SFT fits the training sources better and new sources
     worse (ibisagent eval lso). With --rl-minutes, GRPO trains on the 10% of the training images that SFT
     does not see (--rl-split). The report's "timings" say where the minutes went.
@@ -207,7 +208,7 @@ def train_compact_cmd(
         rl_split,
         compile,
         budget,
-        steps,
+        epochs,
     )
 
 
@@ -225,13 +226,13 @@ def _train_compact(
     rl_split,
     compile,
     budget,
-    steps,
+    epochs,
 ):
     from ibisagent.train.compact.pipeline import run_compact_training
 
     run_compact_training(
         data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split, compile, budget,
-        steps,
+        epochs,
     )  # fmt: skip
 
 

@@ -3,8 +3,8 @@ from a source it never saw, as a user's own data would be.
 
 Sources are the dataset folders (each `pairs.csv` folder: every `more/<source>` and each folder of
 BiomedParse examples). They are dealt into `folds` folds, balanced by pair count; for each fold the
-compact policy is trained (SFT, `train.compact.sft.train_compact`, `train_steps` steps per fold: a step
-count, not minutes, so that a busy or slow machine trains the same policy, only later) on every other
+compact policy is trained (SFT, `train.compact.sft.train_compact`, `train_epochs` passes over the fold's
+training targets, as `train compact --epochs`: a step count, not minutes, so that a busy or slow machine trains the same policy, only later) on every other
 source and played from the query alone on up to `per_source` targets of each source of the fold,
 beside the text-free baselines (centre click, salient click, the reference mask's box) on the same
 targets, and asked absent-target questions on the fold's images. Each fold's results are written
@@ -32,7 +32,8 @@ BASELINES = ("centre", "salient", "box")
 @dataclass
 class LSOConfig:
     folds: int = 5
-    train_steps: int = 150  # SFT steps per fold, as `train compact --steps` (the shipped recipe)
+    train_epochs: float = 4.0  # SFT passes over each fold's training targets, as `train compact --epochs`
+    train_steps: int = 0  # > 0: this many SFT steps per fold instead of `train_epochs`
     minutes: float = 30.0  # ceiling on each fold's SFT minutes
     per_source: int = 10  # evaluation targets per held-out source
     train_per_source: int = 0  # training images per source (0 = all): a shorter cold cache
@@ -75,7 +76,9 @@ def train_overrides(pairs: list[str]) -> dict:
     """`config_overrides` of the SFT recipe (`CompactTrainConfig`), less what LSOConfig sets itself."""
     from ibisagent.train.compact.sft import CompactTrainConfig
 
-    return config_overrides(CompactTrainConfig, pairs, fixed=("minutes", "max_steps", "seed", "heldout_percent"))
+    return config_overrides(
+        CompactTrainConfig, pairs, fixed=("minutes", "max_steps", "epochs", "seed", "heldout_percent")
+    )
 
 
 def source_of(sample) -> str:
@@ -164,18 +167,15 @@ def run_fold(fold: int, samples, emb_files: dict, cfg: LSOConfig, out: Path, log
     held = [s for s in targets if fold_of[source_of(s)] == fold]
     t0 = time.perf_counter()
     weights = out / f"fold_{fold}" / "compact_policy.pt"
-    train_cfg = CompactTrainConfig(
-        minutes=cfg.minutes, max_steps=cfg.train_steps, seed=cfg.seed, heldout_percent=0, **cfg.train
-    )
+    length = {"max_steps": cfg.train_steps} if cfg.train_steps > 0 else {"epochs": cfg.train_epochs}
+    train_cfg = CompactTrainConfig(minutes=cfg.minutes, seed=cfg.seed, heldout_percent=0, **length, **cfg.train)
     if weights.exists():
         log(f"fold {fold}: reusing {weights}")
     else:
         pos, neg, feats, skipped = build_examples(
             train, emb_files, train_cfg.query_variants, cfg.seed, None, train_cfg.absent_per_image
         )
-        log(
-            f"fold {fold}: training {cfg.train_steps} steps on {len(pos)} targets of {len({source_of(s) for s in train})} sources"
-        )
+        log(f"fold {fold}: training on {len(pos)} targets of {len({source_of(s) for s in train})} sources")
         train_compact(pos, neg, feats, weights.parent, train_cfg, log=log)
     minutes_train = (time.perf_counter() - t0) / 60
     import torch
@@ -207,12 +207,21 @@ def run_fold(fold: int, samples, emb_files: dict, cfg: LSOConfig, out: Path, log
 
 def teach_pairs(samples, cfg: LSOConfig, source: str, n: int) -> tuple[list, list]:
     """(teaching pairs, evaluation targets) of one source: its evaluation targets as in `plan`, and
-    the next `n` pairs in seeded order whose images none of those targets use."""
+    the next `n` pairs in seeded order whose images none of those targets use, all of one structure
+    (teaching needs `n` pairs of each structure it learns): the structure of the most such pairs
+    (ties: the first in seeded order)."""
+    from collections import Counter
+
     _, _, targets = plan(samples, cfg)
     held = [s for s in targets if source_of(s) == source]
     images = {s.image for s in held}
     rest = [s for s in in_seeded_order(samples, cfg.seed) if source_of(s) == source and not s.negative]
-    return [s for s in rest if s.image not in images][:n], held
+    rest = [s for s in rest if s.image not in images]
+    if not rest:
+        return [], held
+    counts = Counter(s.structure for s in rest)
+    structure = max(counts, key=lambda k: (counts[k], -next(i for i, s in enumerate(rest) if s.structure == k)))
+    return [s for s in rest if s.structure == structure][:n], held
 
 
 def teach_lift(samples, emb_files: dict, cfg: LSOConfig, out: Path, source: str, teach_cfg=None, log=print) -> dict:
@@ -282,8 +291,11 @@ def run_lso(samples, emb_files: dict, cfg: LSOConfig, out: Path, folds=None, log
         path = fold_path(out, fold)
         if path.exists():
             done = json.loads(path.read_text())
-            if done.get("config") != json.loads(json.dumps(asdict(cfg))):
-                raise IbisInputError(path, "written with other settings; use another --out or remove it")
+            now = json.loads(json.dumps(asdict(cfg)))
+            if done.get("config") != now:
+                was = done.get("config") or {}
+                differ = ", ".join(f"{k}: {was.get(k)} there, {now[k]} now" for k in now if was.get(k) != now[k])
+                raise IbisInputError(path, f"written with other settings ({differ}); use another --out or remove it")
             log(f"fold {fold}: done already ({path})")
             continue
         run_fold(fold, samples, emb_files, cfg, out, log)

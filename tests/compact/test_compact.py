@@ -30,6 +30,21 @@ def trained(tmp_path_factory, demo_samples, tool):
     return weights, emb_files
 
 
+def test_epochs_set_the_number_of_steps(trained, demo_samples, tmp_path):
+    """`epochs`: ceil(epochs x targets / batch) optimiser steps, saved with the weights, whatever the
+    minutes allow (a recipe means the same on a small or a large dataset)."""
+    import torch
+
+    from ibisagent.train.compact.sft import CompactTrainConfig, build_examples, train_compact
+
+    _, emb_files = trained
+    pos, neg, feats, _ = build_examples(demo_samples, emb_files, 1, 0)
+    cfg = CompactTrainConfig(minutes=60, epochs=2.5, batch_size=8, presence_epochs=1)
+    weights = train_compact(pos, neg, feats, tmp_path, cfg, log=lambda *a: None)
+    saved = torch.load(weights, map_location="cpu", weights_only=True)
+    assert saved["steps"] == saved["config"]["max_steps"] == -(-5 * len(pos) // 16)
+
+
 def test_training_lowers_the_loss_and_writes_small_weights(trained):
     import json
 
@@ -527,7 +542,7 @@ def test_resume_reuses_trained_stages_and_records_the_policy_settings(trained, d
     assert report["timings"]["total"] >= report["timings"]["evaluation"] > 0
     # the run's model card: the recipe it reran and the figures it measured, from the report
     card = (out / "MODEL_CARD.md").read_text()
-    assert "ibisagent train compact DATA --steps 150 --rl-minutes 1 --heldout 50 --seed 0 --install" in card
+    assert "ibisagent train compact DATA --epochs 4 --rl-minutes 1 --heldout 50 --seed 0 --install" in card
     assert f"| sft | {report['results']['sft']['n']} | **{report['results']['sft']['mean_iou']:.3f}** |" in card
     assert f"SFT) for {report['sft_steps']} optimiser steps" in card and "GRPO on the last layer" in card
 

@@ -100,7 +100,7 @@ def test_done_folds_are_skipped_and_other_settings_refused(tmp_path, monkeypatch
     monkeypatch.setattr(lso, "run_fold", fake_run_fold)
     summary = lso.run_lso(samples, {}, cfg, tmp_path, log=lambda *a: None)
     assert ran == [1] and summary["folds_done"] == [0, 1]
-    with pytest.raises(IbisInputError, match="other settings"):
+    with pytest.raises(IbisInputError, match=r"other settings \(minutes: 30.0 there, 1.0 now\)"):
         lso.run_lso(samples, {}, lso.LSOConfig(folds=2, minutes=1.0, baselines=("centre",)), tmp_path, log=print)
 
 
@@ -113,6 +113,17 @@ def test_teaching_pairs_never_share_an_image_with_the_evaluation_targets():
     assert len(pairs) == 5 and len(held) == 6 and {s.origin for s in pairs + held} == {"a"}
     assert not {s.image for s in pairs} & {s.image for s in held}
     assert lso.teach_pairs(samples, cfg, "b", 10)[0] == lso.teach_pairs(samples, cfg, "b", 6)[0]  # only 6 left
+
+
+def test_teaching_pairs_are_of_one_structure():
+    """Teaching needs its pairs per structure: a source of two structures teaches the one with more
+    pairs outside the evaluation targets, not a mix that `teach` would refuse."""
+    samples = fake_samples({"a": 30, "b": 12})
+    mixed = [
+        Sample(s.image, s.mask, "spleen" if i % 3 == 0 else "liver", origin=s.origin) for i, s in enumerate(samples)
+    ]
+    pairs, _ = lso.teach_pairs(mixed, lso.LSOConfig(folds=2, per_source=6), "a", 5)
+    assert len(pairs) == 5 and {s.structure for s in pairs} == {"liver"}
 
 
 def test_teach_lift_needs_the_fold_done_first(tmp_path):

@@ -5,7 +5,7 @@ on and how, and what the run measured, all read from the run's report.json."""
 from __future__ import annotations
 
 # Report keys of the training recipe that the card's reproduce line sets as options.
-_OPTIONS = {"steps": "--steps", "rl_minutes": "--rl-minutes", "heldout": "--heldout", "seed": "--seed"}
+_OPTIONS = {"epochs": "--epochs", "rl_minutes": "--rl-minutes", "heldout": "--heldout", "seed": "--seed"}
 
 
 def reproduce_command(report: dict) -> str:
@@ -45,7 +45,8 @@ def model_card(report: dict) -> str:
         "",
         "## Recipe",
         f"Behaviour cloning (SFT) for {report.get('sft_steps', '?')} optimiser steps of {cfg['batch_size']} targets "
-        f"(lr {cfg['lr']:g}, shifts of up to {cfg['shift_cells']} cells, channel dropout {cfg['channel_dropout']:g}), "
+        + (f"({cfg['epochs']:g} passes over the training targets) " if cfg.get("epochs") else "")
+        + f"(lr {cfg['lr']:g}, shifts of up to {cfg['shift_cells']} cells, channel dropout {cfg['channel_dropout']:g}), "
         f"then the presence head ({cfg['presence_epochs']} epochs)"
         + (
             f"; then {report['rl_config']['minutes']:g} min of step-level GRPO on the last layer"

@@ -84,9 +84,9 @@ def run_compact_training(
     rl_split: int = 0,
     compile: bool = False,
     budget: float = 0.0,
-    steps: int = 0,
+    epochs: float = 0.0,
 ):
-    """SFT for `steps` optimiser steps (0: no step limit) within `minutes` (fewer where `budget` > 0
+    """SFT for `epochs` passes over the training targets (0: no such limit) within `minutes` (fewer where `budget` > 0
     and the whole run would not end within `budget` minutes: `sft_minutes_within`), then (rl_minutes > 0) the GRPO stage; held-out episodes of every
     stage next to text-free baselines; installs the stage with the higher held-out mean IoU
     (named in the report's "installed"; a choice between two on the split that reports them).
@@ -121,8 +121,8 @@ def run_compact_training(
         console.print(f"[yellow]too few training images to keep {rl_split}% from SFT: GRPO trains on the SFT images[/]")
         train, rl_train, rl_split = train + rl_train, [], 0
     cfg = CompactTrainConfig(minutes=minutes, seed=seed, heldout_percent=heldout, compile=compile)
-    if steps > 0:  # a step count, not minutes: a busy or slow machine trains the same policy, only later
-        cfg = replace(cfg, max_steps=steps)
+    if epochs > 0:  # a step count, not minutes: a busy or slow machine trains the same policy, only later
+        cfg = replace(cfg, epochs=epochs)
     pos, neg, feats, skipped = _bar_run(
         "loading targets",
         len(train),
@@ -174,7 +174,7 @@ def run_compact_training(
     from ibisagent.train.leave_source_out import source_of
 
     report = {
-        "command": {"steps": steps, "rl_minutes": rl_minutes, "heldout": heldout, "seed": seed},
+        "command": {"epochs": epochs, "rl_minutes": rl_minutes, "heldout": heldout, "seed": seed},
         "sft_steps": saved_setting(weights, "steps"),
         "train_sources": len({source_of(s) for s in train + rl_train}),
         "encoder_precision": encoder_precision(),

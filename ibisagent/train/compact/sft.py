@@ -16,9 +16,10 @@ queries' embeddings, which the policy uses to say "not found" for queries it nev
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,9 @@ from ibisagent.errors import IbisInputError
 class CompactTrainConfig:
     minutes: float = 12.0
     max_steps: int = 1_000_000  # also stop after this many steps (tests: reproducible length)
+    # Passes over the training targets; > 0 sets max_steps to ceil(epochs x targets / batch_size), so that
+    # a recipe means the same on a small or a large dataset (chosen on leave-source-out folds).
+    epochs: float = 0.0
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -203,6 +207,9 @@ def train_compact(
 
     if not positives:
         raise IbisInputError(out_dir, "no usable training targets")
+    if cfg.epochs > 0:
+        cfg = replace(cfg, max_steps=max(1, math.ceil(cfg.epochs * len(positives) / cfg.batch_size)))
+        log(f"{cfg.epochs:g} epochs of {len(positives)} targets: {cfg.max_steps} steps of {cfg.batch_size}")
     out_dir.mkdir(parents=True, exist_ok=True)
     reuse_freed_memory()
     ood = ood_queries_per_image(positives, cfg.ood_per_image, cfg.seed)
