@@ -135,8 +135,9 @@ def agent_section(report: dict) -> str:
         )
     if unknown:
         out.append(
-            f"Queries naming nothing it was trained on (everyday objects, nonsense): no click on "
-            f"{pct(unknown['no_click'])} of {unknown['n']}."
+            f"Queries naming nothing it was trained on (everyday objects, nonsense): marked as unknown (no mask, "
+            f"or a best guess stated as low-confidence) on {pct(unknown.get('marked', unknown['no_click']))} of "
+            f"{unknown['n']} (no click on {pct(unknown['no_click'])})."
         )
     pair = report.get("rl_vs_sft")
     if pair:
