@@ -199,6 +199,8 @@ def compare_cmd(
 ) -> None:
     """Paired difference B - A per metric with a 95% bootstrap interval, over the samples both finished.
 
+    Runs of `eval run`, or of `eval lso` (two recipes on the same folds and targets; IoU only).
+
     Example: ibisagent eval compare runs/base runs/new --policy-a oracle:0.9
     """
     run_guarded(_compare, run_a, run_b, policy_a, policy_b, metric, n_boot, json_out)
@@ -215,7 +217,12 @@ def _compare(run_a, run_b, policy_a, policy_b, metric, n_boot, json_out):
     from ibisagent.io.images import atomic_write_bytes
 
     a, b = load_run(run_a), load_run(run_b)
-    rows = compare_runs(a, b, policy_a, policy_b, tuple(metric or ("iou", "dice", "noc85", "steps")), n_boot)
+    default = ("iou", "dice", "noc85", "steps")
+    if "metrics" in a.meta or "metrics" in b.meta:  # a leave-source-out run keeps only each target's IoU
+        default = tuple(
+            m for m in default if m in a.meta.get("metrics", default) and m in b.meta.get("metrics", default)
+        )
+    rows = compare_runs(a, b, policy_a, policy_b, tuple(metric or default), n_boot)
     console = Console()
     for run, name in ((a, "A"), (b, "B")):
         note = completeness_note(run)

@@ -64,6 +64,8 @@ def load_run(path: str | Path) -> RunData:
     if path.is_file():
         path = path.parent
     meta_path = path / RUN_JSON
+    if not meta_path.exists() and any(path.glob("fold_*.json")):
+        return load_lso_run(path)
     if not meta_path.exists():
         raise IbisInputError(path, f"not an evaluation run (no {RUN_JSON}; make one with: ibisagent eval run)")
     try:
@@ -76,6 +78,32 @@ def load_run(path: str | Path) -> RunData:
         rows=unique_rows(read_jsonl(path / RESULTS)),
         latency=unique_rows(read_jsonl(path / LATENCY)),
     )
+
+
+def load_lso_run(path: Path) -> RunData:
+    """A leave-source-out run folder (`ibisagent eval lso`: one OUT/fold_K.json per fold done) read as
+    a run: a row {key, policy, iou} per target and policy of every fold done. Only the IoU is kept
+    per target (meta "metrics"); "complete" once every fold of its settings is done."""
+    rows, policies, folds = [], [], 0
+    for fold_file in sorted(path.glob("fold_*.json")):
+        try:
+            record = json.loads(fold_file.read_text())
+            results = record["results"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise IbisInputError(fold_file, f"not a leave-source-out fold record ({exc})") from None
+        folds = int(record.get("config", {}).get("folds", 0))
+        for policy, res in results.items():
+            policies += [policy] if policy not in policies else []
+            rows += [{"key": k, "policy": policy, "iou": v} for k, v in res.get("per_item", {}).items()]
+    done = len(list(path.glob("fold_*.json")))
+    meta = {
+        "policies": policies,
+        "n_samples": len({r["key"] for r in rows}),
+        "status": "complete" if folds and done >= folds else "running",
+        "metrics": ["iou"],
+        "kind": "leave-source-out",
+    }
+    return RunData(path=path, meta=meta, rows=unique_rows(rows))
 
 
 def write_meta(path: Path, meta: dict) -> None:

@@ -162,3 +162,30 @@ def test_targets_are_split_by_whether_a_training_source_names_their_structure():
     assert set(named) == {s.id for s in targets}
     for s in targets:
         assert named[s.id] is (s.origin != "c"), (s.origin, fold_of)
+
+
+def test_two_recipes_compare_target_by_target(tmp_path):
+    """`eval compare A B` reads two leave-source-out folders: the paired IoU difference over the
+    targets both have, from the fold files alone; an incomplete run is said to be so."""
+    from typer.testing import CliRunner
+
+    from ibisagent.cli.main import app
+
+    cfg = lso.LSOConfig(folds=2, baselines=("centre",))
+    for name, shift in (("a", 0.0), ("b", 0.1)):
+        run = tmp_path / name
+        run.mkdir()
+        for fold, src in ((0, "x"), (1, "y")):
+            items = {f"{src}{i}": 0.2 + 0.05 * i + shift for i in range(6)}
+            rec = fold_record(fold, cfg, {"compact": items, "centre": {k: 0.1 for k in items}}, src)
+            (run / f"fold_{fold}.json").write_text(json.dumps(rec))
+    out = tmp_path / "rows.json"
+    r = CliRunner().invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = {(row["policy_a"], row["metric"]): row for row in json.loads(out.read_text())}
+    assert set(rows) == {("compact", "iou"), ("centre", "iou")}
+    assert rows["compact", "iou"]["n"] == 12 and rows["compact", "iou"]["diff"] == pytest.approx(0.1)
+    assert rows["centre", "iou"]["diff"] == 0.0
+    (tmp_path / "b" / "fold_1.json").unlink()
+    r = CliRunner().invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert r.exit_code == 0 and "B:" in r.output
