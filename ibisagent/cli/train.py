@@ -194,46 +194,16 @@ def train_compact_cmd(
     Example: ibisagent train compact DATA --install   (DATA: pairs.csv folders, see README)
     """
     run_guarded(
-        _train_compact,
-        data,
-        out,
-        minutes,
-        cache_dir,
-        heldout,
-        eval_steps,
-        install,
-        seed,
-        rl_minutes,
-        resume,
-        rl_split,
-        compile,
-        budget,
-        epochs,
-    )
+        _train_compact, data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split,
+        compile, budget, epochs,
+    )  # fmt: skip
 
 
-def _train_compact(
-    data,
-    out,
-    minutes,
-    cache_dir,
-    heldout,
-    eval_steps,
-    install,
-    seed,
-    rl_minutes,
-    resume,
-    rl_split,
-    compile,
-    budget,
-    epochs,
-):
+def _train_compact(*args):
+    """`run_compact_training` with the command's arguments in its order (imported only when run)."""
     from ibisagent.train.compact.pipeline import run_compact_training
 
-    run_compact_training(
-        data, out, minutes, cache_dir, heldout, eval_steps, install, seed, rl_minutes, resume, rl_split, compile, budget,
-        epochs,
-    )  # fmt: skip
+    run_compact_training(*args)
 
 
 @app.command("rl")
