@@ -31,6 +31,13 @@ AxisOpt = Annotated[str, typer.Option(help=f"Volumes: slice axis ({AXES_HELP})")
 WindowOpt = Annotated[str, typer.Option(help=f"Volumes: window preset ({WINDOWS_HELP})")]
 MaxStepsOpt = Annotated[int, typer.Option(min=1, max=100, help="Actions per episode at most (released: 20)")]
 LimitOpt = Annotated[int | None, typer.Option(min=1, help="Only the first N samples")]
+SplitOpt = Annotated[
+    str,
+    typer.Option(
+        help="Which images: all, train or heldout (the split by image of train compact / eval heldout: "
+        "15% of each dataset's images held out)"
+    ),
+]
 FreshOpt = Annotated[bool, typer.Option(help="Start over: discard earlier results in OUT instead of resuming")]
 
 

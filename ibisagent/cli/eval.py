@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import FreshOpt, LimitOpt, MaxStepsOpt, StrategyOpt, ToolOpt, fail, run_guarded
+from ibisagent.cli.common import (
+    FreshOpt,
+    LimitOpt,
+    MaxStepsOpt,
+    SplitOpt,
+    StrategyOpt,
+    ToolOpt,
+    fail,
+    run_guarded,
+)
 
 app = typer.Typer(
     name="eval",
@@ -54,6 +63,7 @@ def run_cmd(
         int | None, typer.Option(min=1, help="Torch threads per worker (default: CPUs / workers)")
     ] = None,
     limit: LimitOpt = None,
+    split: SplitOpt = "all",
     queries: Annotated[
         str | None,
         typer.Option(
@@ -74,13 +84,13 @@ def run_cmd(
     """
     run_guarded(
         _run, data, policy or DEFAULT_POLICIES, out, tool, strategy, max_steps, seed, workers, threads, limit, fresh,
-        retry_errors, report, queries, negatives,
+        retry_errors, report, queries, negatives, split,
     )  # fmt: skip
 
 
 def _run(
     data, policies, out, tool, strategy, max_steps, seed, workers, threads, limit, fresh, retry_errors, report, queries,
-    negatives,
+    negatives, split="all",
 ):  # fmt: skip
     from rich.console import Console
 
@@ -100,6 +110,7 @@ def _run(
         retry_errors=retry_errors,
         queries=[q.strip() for q in (queries or "").split(",") if q.strip()],
         negatives=negatives,
+        split=split,
     )
     from ibisagent.progress import progress_bar
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import FreshOpt, LimitOpt, StrategyOpt, ToolOpt, run_guarded
+from ibisagent.cli.common import FreshOpt, LimitOpt, SplitOpt, StrategyOpt, ToolOpt, run_guarded
 
 app = typer.Typer()
 
@@ -29,6 +29,7 @@ def synth(
     seed: Annotated[int, typer.Option(help="Seed of every choice (queries, kinds, wording)")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="Torch threads per worker")] = 1,
     limit: LimitOpt = None,
+    split: SplitOpt = "all",
     mix: Annotated[
         str,
         typer.Option(
@@ -71,7 +72,7 @@ def synth(
     run_guarded(_synth, **locals())
 
 
-def _synth(dataset, out, workers, backend, ray_address, seed, threads, limit, mix, iou_threshold, max_clicks,
+def _synth(dataset, out, workers, backend, ray_address, seed, threads, limit, split, mix, iou_threshold, max_clicks,
            min_final_iou, max_pixels, shard_size, embedding_cache, teacher_url, teacher_model, history, export, fresh,
            tool, strategy):  # fmt: skip
     from rich.console import Console
@@ -100,6 +101,7 @@ def _synth(dataset, out, workers, backend, ray_address, seed, threads, limit, mi
         threads=threads,
         shard_size=shard_size,
         limit=limit,
+        split=split,
         mix=parse_mix(mix),
         tool=tool,
         tool_kwargs={"strategy": strategy} if tool.startswith("litemedsam") else {},

@@ -58,20 +58,28 @@ def _train_tool(data, out, minutes, cache_dir, heldout, eval_clicks, install, se
     run_tool_training(data, out, minutes, cache_dir, heldout, eval_clicks, install, seed, threads)
 
 
-TINY_MODELS = {"tiny-qwen25vl": "qwen2_5_vl", "tiny-qwen3vl": "qwen3_vl"}
+# Folder name -> (family, size of `ibisagent.testing.tiny_vlm.SIZES`)
+TINY_MODELS = {
+    "tiny-qwen25vl": ("qwen2_5_vl", "tiny"),
+    "tiny-qwen3vl": ("qwen3_vl", "tiny"),
+    "small-qwen25vl": ("qwen2_5_vl", "small"),
+    "small-qwen3vl": ("qwen3_vl", "small"),
+}
 
 
 def ensure_tiny_model(model: str) -> None:
-    """The tiny configs' model (a folder named tiny-qwen25vl or tiny-qwen3vl) is a random test
-    VLM of a few hundred kB: built here on first use (`ibisagent.testing.tiny_vlm`)."""
+    """The tiny and small configs' model (a folder named tiny-qwen25vl, small-qwen25vl, ...) is a
+    randomly initialised VLM built from a config: built here on first use (`testing.tiny_vlm`)."""
     path = Path(model)
-    family = TINY_MODELS.get(path.name)
-    if family is None or (path / "config.json").exists():
+    known = TINY_MODELS.get(path.name)
+    if known is None or (path / "config.json").exists():
         return
-    from ibisagent.testing.tiny_vlm import save_tiny_vlm
+    from ibisagent.testing.tiny_vlm import SIZES, save_tiny_vlm
 
-    typer.echo(f"building the tiny test VLM {path} ({family}, random weights, for smoke runs)")
-    save_tiny_vlm(path, family)
+    family, size = known
+    purpose = "for smoke runs" if size == "tiny" else "to train from scratch"
+    typer.echo(f"building the {size} VLM {path} ({family}, random weights, {purpose})")
+    save_tiny_vlm(path, family, **SIZES[size])
 
 
 @app.command("sft")
@@ -106,11 +114,17 @@ def _train_sft(config, output_dir, max_steps, resume, merge_only):
             raise IbisInputError(out / "adapter", "no LoRA adapter to merge (train first)")
         typer.echo(f"merged: {merge_lora(out / 'adapter', out / 'merged')}")
         return
-    result = train_sft(run)
+
+    def progress(step: int, total: int, logs: dict) -> None:
+        acc = f", token accuracy {logs['mean_token_accuracy']:.3f}" if "mean_token_accuracy" in logs else ""
+        typer.echo(f"SFT step {step}/{total}: loss {logs['loss']:.4f}{acc}", err=True)
+
+    result = train_sft(run, config=config, progress=progress)
     losses = [r["loss"] for r in result["log"] if "loss" in r]
     if losses:
         typer.echo(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} over {result['steps']} steps")
     typer.echo(f"saved: {result['adapter']}" + (f"; merged: {result['merged']}" if result["merged"] else ""))
+    typer.echo(f"metrics: {out / 'metrics.jsonl'}; model card: {result['card']}")
 
 
 @app.command("compact")
@@ -239,7 +253,7 @@ def _train_rl(config, output_dir, max_steps, resume):
     ensure_tiny_model(run.model)
     console = Console(stderr=True)
     with console.status("loading the model, the tool and the data"):
-        trainer = GRPO(run)
+        trainer = GRPO(run, config=config)
     columns = (TextColumn("GRPO {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with progress_bar(*columns, console=console) as bar:
         task = bar.add_task("", total=trainer.total)
@@ -252,3 +266,4 @@ def _train_rl(config, output_dir, max_steps, resume):
     if last:
         typer.echo(f"step {last['step']}: reward {last['reward']:.4f}, IoU {last['iou']:.4f}, loss {last['loss']:.4f}")
     typer.echo(f"metrics: {Path(run.output_dir) / 'metrics.jsonl'}; saved: {Path(run.output_dir)}")
+    typer.echo(f"model card: {Path(run.output_dir) / 'MODEL_CARD.md'}")

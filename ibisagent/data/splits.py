@@ -22,6 +22,23 @@ def split_by_image(samples: Iterable[Sample], heldout_percent: int = 15) -> tupl
     return train, held
 
 
+SPLITS = ("all", "train", "heldout")
+
+
+def take_split(samples: Iterable[Sample], split: str = "all", heldout_percent: int = 15) -> list[Sample]:
+    """The samples of one side of `split_by_image` ("train" or "heldout"), or all of them ("all").
+    The same split as `train compact`, `train tool` and `eval heldout`."""
+    if split not in SPLITS:
+        from ibisagent.errors import IbisInputError
+
+        raise IbisInputError("--split", f"expected one of {', '.join(SPLITS)}, got {split!r}")
+    samples = list(samples)
+    if split == "all":
+        return samples
+    train, held = split_by_image(samples, heldout_percent)
+    return train if split == "train" else held
+
+
 def validation_split(train: Iterable[Sample], heldout_percent: int = 15, val_percent: int = 10):
     """(fit, val) of the *training* samples of `split_by_image(..., heldout_percent)`: images in
     hash buckets [heldout_percent, heldout_percent + val_percent) are the validation images, for

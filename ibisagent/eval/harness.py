@@ -46,12 +46,17 @@ class RunConfig:
     retry_errors: bool = False
     queries: list[str] = field(default_factory=list)  # query kinds (data.queries.KINDS); [] = "Segment the X."
     negatives: bool = False  # add absent-target samples (answer "no"; the right move is to stop)
+    split: str = "all"  # all, train or heldout images (data.splits.take_split)
 
 
-def load_samples(paths: list[str | Path], limit: int | None = None) -> tuple[list[Sample], list[str]]:
+def load_samples(
+    paths: list[str | Path], limit: int | None = None, split: str = "all"
+) -> tuple[list[Sample], list[str]]:
     """(samples, skipped) of every dataset path, via `ibisagent.data.sources.open_dataset` (any
     adapter; its skipped entries are kept, as text), else `read_pairs_csv` (a folder of dataset
-    folders is searched one level down)."""
+    folders is searched one level down); only the `split` images (`data.splits.take_split`)."""
+    from ibisagent.data.splits import take_split
+
     try:
         from ibisagent.data.sources import open_dataset as load_dataset
     except ImportError:
@@ -62,8 +67,11 @@ def load_samples(paths: list[str | Path], limit: int | None = None) -> tuple[lis
         got = load_dataset(p) if load_dataset is not None else _read_pairs(Path(p))
         samples += list(getattr(got, "samples", got))
         skipped += [str(s) for s in getattr(got, "skipped", [])]
+    samples = take_split(samples, split)
     if not samples:
-        raise IbisInputError(", ".join(map(str, paths)), "no samples")
+        raise IbisInputError(
+            ", ".join(map(str, paths)), "no samples" + (f" in the {split} split" if split != "all" else "")
+        )
     return samples[:limit], skipped
 
 
@@ -82,7 +90,7 @@ def load_items(cfg: dict) -> tuple[list[tuple[Sample, object]], list[str], list[
     """(items, keys, skipped): items are (sample, query or None), one per sample and query kind
     (negative samples get the closed question only). Deterministic, so every worker rebuilds
     the same list from the configuration."""
-    samples, skipped = load_samples(cfg["data"], cfg["limit"])
+    samples, skipped = load_samples(cfg["data"], cfg["limit"], cfg.get("split", "all"))
     if not cfg.get("queries"):
         if cfg.get("negatives"):
             raise IbisInputError("--negatives", "absent-target samples need query kinds (e.g. --queries closed)")

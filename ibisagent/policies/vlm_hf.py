@@ -34,15 +34,18 @@ def families() -> dict:
     }
 
 
-def image_only_processor(family: str, tokenizer, image_processor=None, chat_template: str | None = None):
-    """The family's processor with the tokenizer and the PIL image processor, without video."""
+def image_only_processor(
+    family: str, tokenizer, image_processor=None, chat_template: str | None = None, max_pixels: int = MAX_PIXELS
+):
+    """The family's processor with the tokenizer and the PIL image processor (images resized to
+    at most `max_pixels` pixels), without video."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     base = families()[family][2]
     patch = families()[family][3]
     if image_processor is None:
         image_processor = Qwen2VLImageProcessorPil(
-            patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=(2 * patch) ** 2, max_pixels=MAX_PIXELS
+            patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=(2 * patch) ** 2, max_pixels=max_pixels
         )
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):

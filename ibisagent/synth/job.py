@@ -29,7 +29,9 @@ from ibisagent.synth.generate import Context, Skip, SynthConfig, synthesize
 from ibisagent.synth.plan import DEFAULT_MIX, Item, plan_items
 from ibisagent.synth.records import Trajectory
 
-RESUME_KEYS = ("data", "seed", "mix", "tool", "tool_kwargs", "synth", "max_pixels", "limit", "shard_size", "teacher")
+RESUME_KEYS = (
+    "data", "split", "seed", "mix", "tool", "tool_kwargs", "synth", "max_pixels", "limit", "shard_size", "teacher",
+)  # fmt: skip
 
 
 @dataclass
@@ -46,6 +48,7 @@ class JobConfig:
     threads: int = 1
     shard_size: int = 16
     limit: int | None = None
+    split: str = "all"  # all, train or heldout images (data.splits.take_split)
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
     tool: str = "litemedsam"
     tool_kwargs: dict = field(default_factory=dict)
@@ -64,9 +67,10 @@ def load_plan(cfg: dict) -> tuple[list, list[Item]]:
     """(samples incl. absent-target ones, items): the same in every process."""
     from ibisagent.data.queries import absent_targets
     from ibisagent.data.sources import open_dataset
+    from ibisagent.data.splits import take_split
 
     report = open_dataset(cfg["data"])
-    samples = list(report.samples)[: cfg["limit"]]
+    samples = take_split(report.samples, cfg.get("split", "all"))[: cfg["limit"]]
     if not samples:
         raise IbisInputError(cfg["data"], "no samples")
     negatives = absent_targets(samples, cfg["seed"]) if max(cfg["mix"].get(k, 0) for k in ("negative", "vqa")) else []
@@ -178,6 +182,8 @@ def read_shard(path: Path) -> tuple[list[Trajectory], list[dict], dict]:
 
 def _fingerprint(cfg: dict, samples: list) -> dict:
     keys = {k: cfg[k] for k in RESUME_KEYS}
+    if keys["split"] == "all":
+        del keys["split"]  # runs written before the option existed resume unchanged
     keys["teacher"] = None if not cfg.get("teacher") else {k: cfg["teacher"][k] for k in ("base_url", "model")}
     keys["samples_sha"] = hashlib.sha1("\n".join(s.id for s in samples).encode()).hexdigest()
     return keys

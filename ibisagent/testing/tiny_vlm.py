@@ -1,12 +1,20 @@
 """A randomly initialised, few-hundred-kB Qwen2.5-VL or Qwen3-VL with its tokenizer and processor,
 built fully offline, so every VLM path (policy, batching, SFT, adapters, merge) runs for real on CPU.
 
+Two sizes (`SIZES`): "tiny" (hidden 64, 2 layers; the tests' and smoke runs' model, ~0.3 M
+parameters) and "small" (hidden 256, 4 layers, vision hidden 128 at depth 4, images at most
+168 x 168 pixels, a 2,048-token vocabulary; ~5 M parameters): the model that
+`ibisagent/train/configs/sft_small.yaml` and `rl_small.yaml` train from scratch on a 2-core CPU
+in hours. Only the config differs from the 7B recipe: the same chat template, protocol, loss
+masks and code paths.
+
 The tokenizer is a byte-level BPE (any text round-trips) trained in a fraction of a second on
 the protocol's own text, with the Qwen special tokens (`<|im_start|>`, `<|im_end|>`,
 `<|vision_start|>`, `<|image_pad|>`, ...) and the Qwen2-VL chat template. The folder written by
 `save_tiny_vlm` loads with `vlm_hf.load_vlm` exactly like a released checkpoint.
 
     python -m ibisagent.testing.tiny_vlm runs/tiny-qwen25vl --family qwen2_5_vl
+    python -m ibisagent.testing.tiny_vlm runs/small-qwen25vl --size small
 """
 
 from __future__ import annotations
@@ -56,6 +64,21 @@ def _corpus() -> list[str]:
     return [SYSTEM_PROMPT, refinement_turn_text("Segment the liver"), digits, *turns] * 2
 
 
+# Model sizes: keyword arguments of `build_tiny_vlm`.
+SIZES = {
+    "tiny": dict(hidden=64, layers=2, vision_depth=2),
+    "small": dict(
+        hidden=256,
+        layers=4,
+        vision_depth=4,
+        vision_hidden=128,
+        init_range=0.02,  # trained fully from scratch, not through LoRA: the usual scale
+        vocab_size=2048,  # whole protocol words as tokens: the system prompt in ~230 tokens, not ~400
+        max_pixels=168 * 168,  # 12 x 12 patches of 14 px, 36 image tokens after the 2 x 2 merge
+    ),
+}
+
+
 def build_tokenizer(vocab_size: int = 640):
     """Byte-level BPE tokenizer with the Qwen special tokens and chat template (deterministic)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -83,18 +106,22 @@ def build_tiny_vlm(
     vision_depth: int = 2,
     init_range: float = 0.1,
     seed: int = 0,
+    vision_hidden: int = 32,
+    vocab_size: int = 640,
+    max_pixels: int | None = None,
 ):
     """(model, processor) of a random tiny `family` ("qwen2_5_vl" or "qwen3_vl") VLM on CPU.
 
     init_range: std of the language model's random weights; larger than the usual 0.02 so that
-    LoRA alone can make the untrained LM head's logits decisive in a few steps."""
+    LoRA alone can make the untrained LM head's logits decisive in a few steps. max_pixels: the
+    processor's image size cap (None: the release's 512 x 512)."""
     import torch
 
     from ibisagent.policies.vlm_hf import families, image_only_processor
 
     if family not in families():
         raise ValueError(f"unknown family {family!r}; known: {', '.join(families())}")
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     heads = 4
     text = dict(
@@ -110,7 +137,13 @@ def build_tiny_vlm(
         pad_token_id=ids["<|endoftext|>"],
         initializer_range=init_range,
     )
-    vision = dict(depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden)
+    vision = dict(
+        depth=vision_depth,
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_heads=2,
+        out_hidden_size=hidden,
+    )
     tokens = dict(
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -129,7 +162,8 @@ def build_tiny_vlm(
     model = model_cls(config).eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    return model, image_only_processor(family, tokenizer=tokenizer)
+    cap = {"max_pixels": max_pixels} if max_pixels else {}
+    return model, image_only_processor(family, tokenizer=tokenizer, **cap)
 
 
 def _mrope(head_dim: int) -> list[int]:
@@ -151,10 +185,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"])
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--size", default="tiny", choices=sorted(SIZES))
+    ap.add_argument("--hidden", type=int, help="override the size's hidden width")
+    ap.add_argument("--layers", type=int, help="override the size's layer count")
     args = ap.parse_args()
-    print(save_tiny_vlm(args.out, args.family, hidden=args.hidden, layers=args.layers))
+    kwargs = dict(SIZES[args.size])
+    kwargs.update({k: v for k, v in (("hidden", args.hidden), ("layers", args.layers)) if v is not None})
+    print(save_tiny_vlm(args.out, args.family, **kwargs))
 
 
 if __name__ == "__main__":

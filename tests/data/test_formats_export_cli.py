@@ -67,6 +67,32 @@ def test_splits_keep_images_together(shared_data):
     assert 0.05 < len(val) / len(samples) < 0.15
 
 
+def test_take_split_partitions_by_image(demo_samples):
+    from ibisagent.data.splits import take_split
+    from ibisagent.errors import IbisInputError
+
+    train, held = take_split(demo_samples, "train", 50), take_split(demo_samples, "heldout", 50)
+    assert take_split(demo_samples, "all") == list(demo_samples)
+    assert len(train) + len(held) == len(demo_samples) and train and held
+    assert {s.image_key for s in train}.isdisjoint({s.image_key for s in held})
+    assert (train, held) == split_by_image(demo_samples, 50)
+    with pytest.raises(IbisInputError, match="train, heldout"):
+        take_split(demo_samples, "test")
+
+
+def test_eval_run_split_option(demo_dir, tmp_path):
+    from ibisagent.data.splits import take_split
+    from ibisagent.errors import IbisInputError
+    from ibisagent.eval.harness import load_samples
+
+    train, _ = load_samples([demo_dir], split="train")
+    assert train == take_split(load_samples([demo_dir])[0], "train")
+    with pytest.raises(IbisInputError, match="no samples in the heldout split"):
+        load_samples([demo_dir], split="heldout")  # the 10 demo images all hash to the training side
+    r = CliRunner().invoke(app, ["eval", "run", "--data", str(demo_dir), "--split", "nope", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "expected one of all, train, heldout" in r.output
+
+
 def test_cli_inspect_queries_export(demo_dir, tmp_path):
     run = CliRunner().invoke
     r = run(

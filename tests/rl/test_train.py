@@ -119,5 +119,7 @@ def test_step_mode_via_the_cli(tiny_vlm, rl_parquet, tmp_path):
         assert m["reward"] == pytest.approx(m["s_total"]) and 0 <= m["iou"] <= 1
     assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").exists()
+    card = (tmp_path / "out" / "MODEL_CARD.md").read_text()  # written by the run: data, metrics, command
+    assert "(RL)" in card and "2 optimiser steps" in card and "| reward |" in card and str(cfg) in card
     if importlib.util.find_spec("tensorboard") is not None:  # the `train` extra's TensorBoard logs
         assert list((tmp_path / "out" / "tb").glob("events.out.tfevents.*"))

@@ -119,6 +119,11 @@ def test_sft_on_trajectories_lowers_the_loss_and_resumes(tiny_base, oracle_traje
     assert counted.reads <= 3 * 2
     log = json.loads((tmp_path / "run" / "train_log.json").read_text())
     assert log[-1]["step"] == 5
+    # metrics.jsonl holds each step once, across the resume; the run wrote its model card
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5] and all("loss" in m for m in metrics)
+    card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    assert "5 optimiser steps" in card and "| loss |" in card and f"{len(rows)} training rows" in card
 
 
 def test_cli_config_errors_are_one_line(tmp_path):

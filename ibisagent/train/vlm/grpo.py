@@ -142,7 +142,8 @@ def total_steps(run: RLRun, n: int) -> int:
 class GRPO:
     """Model, optimiser, tool and data of one run; `train()` runs it (resuming when asked)."""
 
-    def __init__(self, run: RLRun, reward_funcs: dict | None = None, tool=None):
+    def __init__(self, run: RLRun, reward_funcs: dict | None = None, tool=None, config=None):
+        """`config`: the YAML file `run` was read from (named in the model card)."""
         import random
 
         import torch
@@ -153,7 +154,7 @@ class GRPO:
         from ibisagent.train.vlm.sft import prepare_model
 
         run.check()
-        self.run = run
+        self.run, self.config = run, config
         random.seed(run.seed)
         np.random.seed(run.seed)
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() if run.bf16 == "auto" else bool(run.bf16)
@@ -338,8 +339,14 @@ class GRPO:
         finally:
             log.close()
         if self.acc.is_main_process:
+            from ibisagent.io.jsonl import read_jsonl
+            from ibisagent.train.vlm.card import write_vlm_card
+
             name = "adapter" if self.peft else "model"
-            export_model(self.acc.unwrap_model(self.model), self.processor, Path(run.output_dir) / name)
+            model = self.acc.unwrap_model(self.model)
+            export_model(model, self.processor, Path(run.output_dir) / name)
+            log = read_jsonl(Path(run.output_dir) / "metrics.jsonl")
+            write_vlm_card("rl", run, run.output_dir, log, self.step, len(self.items), model, self.config)
         return metrics
 
 
@@ -368,9 +375,9 @@ def step_metrics(step: int, rollouts: list[Rollout], rewards: np.ndarray, groups
     return m
 
 
-def train_rl(run: RLRun, reward_funcs: dict | None = None, tool=None, on_step=None) -> dict:
+def train_rl(run: RLRun, reward_funcs: dict | None = None, tool=None, on_step=None, config=None) -> dict:
     """Build and run a GRPO run; returns the last step's metrics."""
-    return GRPO(run, reward_funcs, tool).train(on_step)
+    return GRPO(run, reward_funcs, tool, config).train(on_step)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -383,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-steps", type=int)
     a = ap.parse_args(argv)
     run = RLRun.from_yaml(a.config, output_dir=a.output_dir, max_steps=a.max_steps)
-    print(json.dumps(train_rl(run)))
+    print(json.dumps(train_rl(run, config=a.config)))
 
 
 if __name__ == "__main__":

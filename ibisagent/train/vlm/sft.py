@@ -32,7 +32,10 @@ class SFTRun:
     """One SFT run. `data`: a list of sources, each one of
     {"rows": PATH} (datasets folder or .jsonl of rows), {"oracle": PAIRS_CSV, "max_samples": N,
     "max_side": PX} (episodes of the reference click simulator on the real environment);
-    any source may set "repeat": K. `lora` None = full fine-tune of the language model."""
+    any source may set "repeat": K. `lora` None = full fine-tune of the language model.
+    `history` False (as released): each trained assistant turn is one row with only the system
+    prompt and the user turn before it (`sft_data.single_turn_rows`), as the model runs;
+    True: whole conversations."""
 
     model: str
     output_dir: str = "runs/sft"
@@ -57,7 +60,8 @@ class SFTRun:
     resume: bool = True
     merge: bool = False
     seed: int = 0
-    report_to: str = "none"
+    report_to: str = "none"  # the Trainer's own loggers (wandb, ...); metrics.jsonl and tb/ are always written
+    tensorboard: str | bool = "auto"  # OUTPUT_DIR/tb beside metrics.jsonl: "auto" = when tensorboard is installed
     deepspeed: str | None = None
     tool: str = "litemedsam"
 
@@ -73,7 +77,7 @@ def world_size() -> int:
 
 def build_rows(run: SFTRun) -> list[dict]:
     """All rows of the run's data sources (checked: at least one)."""
-    from ibisagent.train.vlm.sft_data import load_rows, oracle_rows
+    from ibisagent.train.vlm.sft_data import load_rows, oracle_rows, single_turn_rows
 
     if not run.data:
         raise IbisInputError("data", "the config lists no data sources")
@@ -81,6 +85,8 @@ def build_rows(run: SFTRun) -> list[dict]:
     for src in run.data:
         if "rows" in src:
             got = load_rows(src["rows"], src.get("max_rows"))
+            if not run.history:  # one row per trained turn, as the released model trains and runs
+                got = [r for row in got for r in single_turn_rows(row)]
         elif "oracle" in src:
             if tool is None:
                 from ibisagent.tools import make_tool
@@ -179,8 +185,39 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def train_sft(run: SFTRun, rows: list[dict] | None = None) -> dict:
-    """Train; returns {"adapter": path, "merged": path|None, "log": [...], "steps": N}."""
+def metric_log_callback(run: SFTRun, resume_step: int, progress=None):
+    """A TrainerCallback that appends each logged step to OUTPUT_DIR/metrics.jsonl (and TensorBoard
+    in OUTPUT_DIR/tb, as `train rl` does) and calls `progress(step, total, logs)`."""
+    from transformers import TrainerCallback
+
+    from ibisagent.train.vlm.rl_state import MetricLog
+
+    class MetricLogCallback(TrainerCallback):
+        def __init__(self):
+            self.log = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.log = MetricLog(run.output_dir, resume_step, run.tensorboard)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            rec = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+            if self.log is not None and "loss" in rec:
+                self.log.log({"step": state.global_step, **rec})
+            if progress is not None and "loss" in rec:
+                progress(state.global_step, state.max_steps, rec)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.log is not None:
+                self.log.close()
+
+    return MetricLogCallback()
+
+
+def train_sft(run: SFTRun, rows: list[dict] | None = None, config=None, progress=None) -> dict:
+    """Train; returns {"adapter": path, "merged": path|None, "log": [...], "steps": N, "card": path}.
+    `config`: the YAML file of `run` (named in the model card); `progress(step, total, logs)`
+    after each logged step."""
     import torch
     from trl import SFTTrainer
 
@@ -195,14 +232,16 @@ def train_sft(run: SFTRun, rows: list[dict] | None = None) -> dict:
     model = families()[family][1].from_pretrained(base, dtype=dtype)
     processor = load_processor(base, family)
     model = prepare_model(model, run)
+    resume = last_checkpoint(run.output_dir) if run.resume else None
+    resume_step = int(resume.name.split("-")[-1]) if resume else 0
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=index_dataset(len(rows)),
         data_collator=ChatCollator(processor, run.max_pixels, rows),
         processing_class=processor,
+        callbacks=[metric_log_callback(run, resume_step, progress)],
     )
-    resume = last_checkpoint(run.output_dir) if run.resume else None
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     out = Path(run.output_dir)
     adapter = out / ("adapter" if run.lora is not None else "model")
@@ -213,8 +252,20 @@ def train_sft(run: SFTRun, rows: list[dict] | None = None) -> dict:
         from ibisagent.io.images import atomic_write_bytes
 
         atomic_write_bytes(out / "train_log.json", json.dumps(log, indent=1).encode())
+    card = None
+    if trainer.is_world_process_zero():
+        from ibisagent.train.vlm.card import write_vlm_card
+
+        steps = trainer.state.global_step
+        card = write_vlm_card("sft", run, out, trainer.state.log_history, steps, len(rows), model, config)
     merged = merge_lora(adapter, out / "merged") if run.merge and run.lora is not None else None
-    return {"adapter": adapter, "merged": merged, "log": trainer.state.log_history, "steps": trainer.state.global_step}
+    return {
+        "adapter": adapter,
+        "merged": merged,
+        "log": trainer.state.log_history,
+        "steps": trainer.state.global_step,
+        "card": card,
+    }
 
 
 def merge_lora(adapter: str | Path, out: str | Path) -> Path:
@@ -243,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-steps", type=int)
     a = ap.parse_args(argv)
     run = SFTRun.from_yaml(a.config, output_dir=a.output_dir, max_steps=a.max_steps)
-    result = train_sft(run)
+    result = train_sft(run, config=a.config)
     print(json.dumps({k: str(v) for k, v in result.items() if k != "log"}))
 
 

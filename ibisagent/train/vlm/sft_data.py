@@ -110,6 +110,49 @@ def load_rows(path: str | Path, max_rows: int | None = None) -> list[dict]:
     return [{**r, "_root": str(path if path.is_dir() else path.parent)} for r in rows]
 
 
+def _image_count(message: dict, marked: bool, has_images: bool) -> int:
+    """Images that one message consumes from its row's `images` (the rules of `normalise_row`)."""
+    content = message["content"]
+    if isinstance(content, str):
+        n = content.count(IMAGE_PLACEHOLDER)
+        return n if marked else int(message["role"] == "user" and has_images)
+    parts = sum(1 for c in content if c.get("type") == "image")
+    return parts or sum((c.get("text") or "").count(IMAGE_PLACEHOLDER) for c in content if c.get("type") == "text")
+
+
+def single_turn_rows(row: dict) -> list[dict]:
+    """One row per trained assistant turn: [system, the user turn before it, the turn] with that
+    user turn's images, as the released model was trained and runs (no history). Images stay
+    as they are (paths or images), so this is cheap on a large dataset."""
+    msgs = list(row["messages"])
+    images = list(row.get("images") or [])
+    marked = any(
+        IMAGE_PLACEHOLDER in _texts(m["content"])
+        or (isinstance(m["content"], list) and any(c.get("type") == "image" for c in m["content"]))
+        for m in msgs
+    )
+    turns = [m for m in msgs if m["role"] == "assistant"]
+    flags = row.get("train")
+    if flags is None:
+        flags = [bool(m.get("train", True)) for m in turns]
+    if len(flags) != len(turns):
+        raise IbisInputError("row", f"{len(flags)} train flags for {len(turns)} assistant turns")
+    system = [m for m in msgs[:1] if m["role"] == "system"]
+    out, used, last_user, turn = [], 0, None, 0
+    for m in msgs[len(system) :]:
+        n = _image_count(m, marked, bool(images))
+        if m["role"] == "user":
+            last_user = (m, images[used : used + n])
+        used += n
+        if m["role"] == "assistant":
+            if flags[turn] and last_user is not None:
+                user, imgs = last_user
+                rest = {k: v for k, v in row.items() if k not in ("messages", "images", "train")}
+                out.append(rest | {"messages": [*system, user, m], "images": imgs, "train": [True]})
+            turn += 1
+    return out
+
+
 def shrink(image: np.ndarray, gt: np.ndarray, max_side: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Image and mask resized so the longer side is at most `max_side` (nearest for the mask)."""
     import cv2
