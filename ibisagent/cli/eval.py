@@ -147,7 +147,7 @@ def print_summary(summary: dict, run) -> None:
     if note:
         console.print(f"[bold yellow]{note}")
     title = f"{run.path}: {summary['episodes']} episodes, {summary['errors']} failed"
-    table = narrow_table(title, ("policy", "n", "IoU [95% CI]", "Dice", "steps", "NoC@85", "NoC@90", "s/ep"))
+    table = narrow_table(title, ("policy", "n", "IoU [95% CI]", "Dice", "steps", "return", "NoC@85", "NoC@90", "s/ep"))
     for p, s in summary["policies"].items():
         lo, hi = s["iou_ci"]
         table.add_row(
@@ -156,6 +156,7 @@ def print_summary(summary: dict, run) -> None:
             f"{f(s['iou'])} [{f(lo)}, {f(hi)}]",
             f(s["dice"]),
             f(s["steps"], 2),
+            f(s.get("return"), 3),
             f(s["noc"].get("85"), 2),
             f(s["noc"].get("90"), 2),
             f(s["latency"]["episode_s"], 2),
@@ -204,7 +205,10 @@ def compare_cmd(
     run_b: Annotated[Path, typer.Argument(help="Run folder B (may be the same folder with other policies)")],
     policy_a: Annotated[str | None, typer.Option(help="Policy of A (default: every policy in both runs)")] = None,
     policy_b: Annotated[str | None, typer.Option(help="Policy of B (default: the same as A)")] = None,
-    metric: Annotated[list[str] | None, typer.Option(help="iou, dice, noc85, noc90, steps (repeatable)")] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="iou, dice, noc85, noc90, steps, return (the paper's reward per action; repeatable)"),
+    ] = None,
     n_boot: Annotated[int, typer.Option(min=100, max=100000, help="Bootstrap resamples")] = 2000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here")] = None,
 ) -> None:

@@ -1,7 +1,8 @@
 """Compare two evaluation runs (or two policies) episode by episode, with bootstrap intervals.
 
 Episodes are paired by sample key; only samples finished without error on both sides count.
-A difference is B minus A; for NoC and steps lower is better, for IoU and Dice higher.
+A difference is B minus A; for NoC and steps lower is better, for IoU, Dice and the return (the
+paper's reward, averaged over an episode's actions) higher.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ METRICS = {
     "noc85": (lambda r, m: noc(r["ious"], 0.85, m), False),
     "noc90": (lambda r, m: noc(r["ious"], 0.90, m), False),
     "steps": (lambda r, m: r["steps"], False),
+    "return": (lambda r, m: r["return"] or 0.0, True),  # an episode without actions earned nothing
 }
 
 
@@ -56,6 +58,8 @@ def compare_runs(
         rb = {r["key"]: r for r in b.rows_of(pb) if not r.get("error")}
         keys = sorted(ra.keys() & rb.keys())
         for m in metrics:
+            if m == "return" and any("return" not in r for r in (*ra.values(), *rb.values())):
+                raise IbisInputError(m, "not recorded in these runs (written by an older ibisagent; rerun them)")
             fn, higher = METRICS[m]
             d = paired_difference(
                 [fn(ra[k], max_a) for k in keys], [fn(rb[k], max_b) for k in keys], n_boot=n_boot, seed=seed

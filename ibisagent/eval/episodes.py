@@ -21,6 +21,7 @@ from ibisagent.io.rle import rle_encode
 from ibisagent.metrics import iou, mask_scores
 from ibisagent.policies.base import Policy
 from ibisagent.policies.runner import run_episode
+from ibisagent.rewards import make_env_reward
 
 REASONING_CHARS = 400  # per step, in the row (the gallery shows it)
 
@@ -75,6 +76,9 @@ def run_policy(
     dec0 = env.tool.timings.decoder_s
     t0 = time.perf_counter()
     init, prompt = given, "clicks"
+    # each step's reward is the paper's (mean of S_format, S_ans, S_click, S_pseg, S_len), so an
+    # episode's "return" is what GRPO's episode mode optimises (the mean over its actions)
+    env.reward_fn = make_env_reward(row.get("expected_answer"), closed=row.get("kind") == "closed")
     if hasattr(policy, "initial_prompt"):
         init, prompt = policy.initial_prompt(env.tool, env.tool.embed(image), gt), "box"
     ep = run_episode(env, policy, image, row["query"], gt, init_mask=init, image_name=row["image"])
@@ -96,6 +100,7 @@ def run_policy(
         "init_iou": _r(init_iou),
         **{k: _r(v) for k, v in mask_scores(final, gt).items()},
         "stop_reason": ep.stop_reason,
+        "return": _r(sum(s.reward for s in ep.steps) / len(ep.steps)) if ep.steps else None,
         "answer": ep.answer,
         "format_errors": sum(e is not None for e in fmt),
         "format_error_messages": [e for e in fmt if e is not None],

@@ -74,3 +74,12 @@ def test_compare_a_run_with_itself_and_two_policies(finished_run):
         compare_runs(finished_run, finished_run, "nope")
     with pytest.raises(IbisInputError):
         compare_runs(finished_run, finished_run, metrics=("speed",))
+    # the paper's return per episode (mean reward per action), as GRPO's episode mode optimises it
+    (ret,) = compare_runs(finished_run, finished_run, "centre", "box", metrics=("return",))
+    assert ret["mean_a"] == pytest.approx(sum(r["return"] for r in finished_run.rows_of("centre")) / 3)
+    import copy
+
+    old = copy.copy(finished_run)
+    old.rows = [{k: v for k, v in r.items() if k != "return"} for r in finished_run.rows]
+    with pytest.raises(IbisInputError, match="not recorded"):
+        compare_runs(old, finished_run, "centre", "centre", metrics=("return",))

@@ -25,6 +25,7 @@ def test_a_finished_run_has_every_episode(finished_run):
         assert FIELDS <= set(r) and r["error"] is None
         assert len(r["step_ious"]) == r["steps"] <= 6
         assert 0 <= r["iou"] <= 1
+        assert r["return"] is None if not r["steps"] else -1 <= r["return"] <= 1.4  # S_ans counts up to 3
     box = run.rows_of("box")
     assert all(r["prompt"] == "box" and r["ious"][0] == r["init_iou"] for r in box)
     assert {r["steps"] for r in run.rows_of("centre")} == {2}  # one click, one stop
