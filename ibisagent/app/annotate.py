@@ -53,6 +53,8 @@ class WindowedSliceRequest(BaseModel):
 
 
 class ExportItem(BaseModel):
+    """One accepted mask: on an uploaded image (image_id) or a volume's slice, with its structure."""
+
     model_config = ConfigDict(extra="forbid")
     image_id: str | None = Field(None, description="an uploaded image, or a slice's image")
     volume_id: str | None = Field(None, description="or a volume slice: volume_id, axis, index, window")
@@ -222,14 +224,17 @@ class Annotator:
     def write_dataset(self, items: list[ExportItem], put) -> dict[str, str]:
         """The items as a pairs dataset: `put(path, bytes)` gets images/*.png, masks/*.png and
         pairs.csv (image,mask,structure,modality; paths relative to it). Different images never
-        share a file name. -> mask path -> "items[i]" (to name an item in messages)."""
+        share a file name. -> mask path -> "items[i]" (to name an item in messages). Every item's
+        image or volume is looked up first (`_sources`), so ids the server no longer holds are
+        named all at once, before anything is written."""
         from PIL import Image
 
         from ibisagent.app.codec import decode_mask
 
+        sources = self._sources(items)
         rows, owners, origin = [], {}, {}
         for i, it in enumerate(items):
-            rgb, base, modality, identity = self._item_image(i, it)
+            rgb, base, modality, identity = self._item_image(i, it, sources)
             stem, n = base, 1
             while owners.get(stem, identity) != identity:  # another image under this name
                 n += 1
@@ -250,12 +255,43 @@ class Annotator:
         put("pairs.csv", text.getvalue())
         return origin
 
-    def _item_image(self, i: int, it: ExportItem) -> tuple[np.ndarray, str, str, tuple]:
-        """An export item's image as (RGB, file stem, modality, identity: equal for the same pixels)."""
+    def _sources(self, items: list[ExportItem]) -> dict[tuple[str, str], object]:
+        """("image" | "volume", id) -> the stored image or volume of every item (held here, so a
+        later eviction cannot take one away mid-request), or one 404 naming each id the server no
+        longer holds (never uploaded, or evicted by newer uploads) and its items: the client
+        uploads those again (the same pixels or file get the same id) and resends."""
+        found: dict[tuple[str, str], object] = {}
+        gone: dict[tuple[str, str], list[int]] = {}
+        for i, it in enumerate(items):
+            key = ("volume", it.volume_id) if it.volume_id else ("image", it.image_id) if it.image_id else None
+            if key is None or key in found:
+                continue
+            store = self.service.volumes if key[0] == "volume" else self.service.images
+            item = None if key in gone else store.get(key[1])
+            if item is None:
+                gone.setdefault(key, []).append(i)
+            else:
+                found[key] = item
+        if gone:
+            kinds = sorted({kind for kind, _ in gone})
+            named = "; ".join(
+                f"{kind}_id {ident[:64]!r} ({_items(at)})" for (kind, ident), at in list(gone.items())[:8]
+            )
+            more = f"; {len(gone) - 8} more" if len(gone) > 8 else ""
+            again = ", ".join({"image": "POST /v1/images", "volume": "POST /v1/volumes"}[k] for k in kinds)
+            raise not_found(
+                f"{len(gone)} {' and '.join(kinds)} id(s) unknown or expired: {named}{more}; the server keeps only "
+                f"its most recent uploads: upload them again ({again}; the same file gets the same id) and resend"
+            )
+        return found
+
+    def _item_image(self, i: int, it: ExportItem, sources: dict) -> tuple[np.ndarray, str, str, tuple]:
+        """An export item's image as (RGB, file stem, modality, identity: equal for the same pixels),
+        from its looked-up `sources`."""
         from ibisagent.app.volumes import slice_rgb
 
         if it.volume_id:
-            vol = self._volume(it.volume_id)
+            vol = sources[("volume", it.volume_id)]
             n = vol.volume.n_slices(it.axis)
             if it.index is None or not 0 <= it.index < n:
                 raise bad_request(f"items[{i}]: slice index outside 0..{n - 1} along {it.axis}")
@@ -266,11 +302,15 @@ class Annotator:
             stem = f"{_safe(Path(vol.name).name.split('.')[0])}_{it.axis}{it.index:03d}"
             return rgb, stem, it.modality or vol.volume.modality, (vol.id, it.axis, it.index, window)
         if it.image_id:
-            img = self.service.images.get(it.image_id)
-            if img is None:
-                raise not_found(f"items[{i}]: unknown or expired image_id {it.image_id[:64]!r}")
+            img = sources[("image", it.image_id)]
             return img.image, _safe(Path(it.name or img.name).stem), it.modality, (img.id,)
         raise bad_request(f"items[{i}]: give image_id, or volume_id with axis and index")
+
+
+def _items(at: list[int], most: int = 5) -> str:
+    """Item indices as "items[0], items[3]" (the first `most`, then how many more)."""
+    named = ", ".join(f"items[{i}]" for i in at[:most])
+    return named + (f" and {len(at) - most} more" if len(at) > most else "")
 
 
 def _windowed_rgb(volume, axis: str, index: int, low: float, high: float) -> np.ndarray:

@@ -1,9 +1,10 @@
 """The FastAPI application: REST API under /v1, the web page at /, OpenAPI docs at /docs.
 
-Every refusal is a 4xx with {"error": "<one line>"}: 400 malformed/invalid input, 401 a missing
-or wrong token, 403 a cross-origin request, 404 unknown ids, 413 too large, 415 wrong file type,
-409 a teach job already running, 422 a body that does not match the schema, 429 busy; 403 also
-answers a feature the operator did not enable (teaching). (A Host not allowed gets starlette's 400.)
+Every refusal is a 4xx (or 507) with {"error": "<one line>"}: 400 malformed/invalid input, 401 a
+missing or wrong token, 403 a cross-origin request, 404 unknown ids, 413 too large, 415 wrong file
+type, 409 a teach job already running, 422 a body that does not match the schema, 429 busy, 507 no
+room for another taught policy within the memory bound; 403 also answers a feature the operator did
+not enable (teaching). (A Host not allowed gets starlette's 400.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ibisagent import __version__
 from ibisagent.app.config import ServeConfig
 from ibisagent.app.errors import ApiError, bad_request, unsupported
 from ibisagent.app.limits import BodyLimit
-from ibisagent.app.requests import one_line, read_request
+from ibisagent.app.requests import body_doc, one_line, read_request
 from ibisagent.app.schemas import (
     ImageResponse,
     MaskRequest,
@@ -41,21 +42,6 @@ from ibisagent.tools.base import SegmentationTool
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 MASK_FILES = ("prev_mask", "reference_mask", "init_mask")
-
-
-def _body_doc(model: type[BaseModel], files: tuple[str, ...]) -> dict:
-    """OpenAPI requestBody: the JSON model, or multipart with the same fields plus file parts."""
-    schema = model.model_json_schema()
-    form = {
-        **schema,
-        "properties": {**schema["properties"], **{f: {"type": "string", "format": "binary"} for f in files}},
-    }
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema}, "multipart/form-data": {"schema": form}},
-        }
-    }
 
 
 def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None = None) -> FastAPI:
@@ -161,7 +147,7 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
     @app.post(
         "/v1/tool/segment",
         response_model=ToolResponse,
-        openapi_extra=_body_doc(ToolRequest, ("image", *MASK_FILES[:2])),
+        openapi_extra=body_doc(ToolRequest, ("image", *MASK_FILES[:2])),
     )
     async def tool_segment(request: Request) -> dict:
         """The segmentation tool: all clicks so far (+ previous logits or mask) -> mask and score.
@@ -172,7 +158,7 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
     @app.post(
         "/v1/segment",
         response_model=SegmentResponse,
-        openapi_extra=_body_doc(SegmentRequest, ("image", *MASK_FILES[1:])),
+        openapi_extra=body_doc(SegmentRequest, ("image", *MASK_FILES[1:])),
     )
     async def segment(request: Request) -> dict:
         """Run an agent policy on an image and a query: every step's click, reasoning and IoU, the final mask."""
@@ -214,7 +200,7 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
         meta.person_steps lists the steps a person made."""
         return service.sessions.episode(session_id)
 
-    @app.post("/v1/masks", openapi_extra=_body_doc(MaskRequest, ("mask",)))
+    @app.post("/v1/masks", openapi_extra=body_doc(MaskRequest, ("mask",)))
     async def upload_mask(request: Request) -> dict:
         """Check a mask file against an image (same size) and return it as RLE, to send with later
         requests (reference_mask, prev_mask, init_mask) without re-uploading the file."""
@@ -230,13 +216,13 @@ def create_app(config: ServeConfig | None = None, tool: SegmentationTool | None 
         data, name = await _upload(request, "volume")
         return await service.slots.run(service.add_volume, data, name)
 
-    @app.post("/v1/volumes/{volume_id}/slice", response_model=SliceResponse, openapi_extra=_body_doc(SliceRequest, ()))
+    @app.post("/v1/volumes/{volume_id}/slice", response_model=SliceResponse, openapi_extra=body_doc(SliceRequest, ()))
     async def volume_slice(volume_id: str, request: Request) -> dict:
         """Window a slice of an uploaded volume into an image (stored and embedded like POST /v1/images)."""
         req, _ = await read_request(request, SliceRequest, ())
         return await service.slots.run(service.volume_slice, volume_id, req)
 
-    @app.post("/v1/volumes/{volume_id}/mask", openapi_extra=_body_doc(VolumeMaskRequest, ()))
+    @app.post("/v1/volumes/{volume_id}/mask", openapi_extra=body_doc(VolumeMaskRequest, ()))
     async def volume_mask(volume_id: str, request: Request) -> Response:
         """A slice's mask as NIfTI (.nii.gz, uint8, 1 = target) with the input volume's affine and grid."""
         req, _ = await read_request(request, VolumeMaskRequest, ())

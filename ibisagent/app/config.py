@@ -10,6 +10,10 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 EMBEDDING_BYTES = 4 * MiB  # one cached LiteMedSAM image embedding (256 x 64 x 64 float32)
+# one loaded compact policy instance: its belief net and known-query embeddings as float32 (about
+# 4 MiB for the shipped weights, which a taught policy keeps the size of) plus the click-prefix
+# logits (256 x 256 float32 per step) it keeps between episodes
+POLICY_BYTES = 8 * MiB
 
 
 @dataclass
@@ -53,12 +57,15 @@ class ServeConfig:
 
     teach_dir: where policies taught from the page's accepted masks go (POST /v1/annotate/teach,
       see app/teaching.py); None: teaching is off. teach: its TeachConfig (None: the defaults,
-      3 minutes of training at most).
+      3 minutes of training at most). max_taught: the most taught policies kept; a teach request
+      beyond it gets 507 (nothing is evicted), and a teach_dir holding more refuses to start.
 
     Memory, in bytes: max_image_bytes (images), max_volume_bytes (volumes), max_logits_bytes (tool
     states), max_session_bytes (one session's undo history; the oldest undo steps are dropped
     beyond it) and max_sessions_bytes (all sessions, LRU), plus max_images embeddings of
-    EMBEDDING_BYTES; their sum must stay within max_memory_bytes (checked at start).
+    EMBEDDING_BYTES and, with teach_dir, max_taught taught policies of up to `workers` instances
+    (one per concurrent episode) of POLICY_BYTES each; their sum must stay within max_memory_bytes
+    (checked at start).
     """
 
     tool: str = "litemedsam"
@@ -94,6 +101,7 @@ class ServeConfig:
     cors_origins: tuple[str, ...] = ()
     teach_dir: str | None = None
     teach: TeachConfig | None = None
+    max_taught: int = 8
 
     def memory_budget(self) -> dict[str, int]:
         """The byte bound of each store and their total (what the server holds at most)."""
@@ -103,6 +111,7 @@ class ServeConfig:
             "volumes": self.max_volume_bytes,
             "logits": self.max_logits_bytes,
             "sessions": self.max_sessions_bytes,
+            "taught": self.max_taught * self.workers * POLICY_BYTES if self.teach_dir else 0,
         }
         return {**parts, "total": sum(parts.values())}
 
@@ -110,12 +119,17 @@ class ServeConfig:
         """Refuse settings that break the bounds (an IbisInputError naming the setting)."""
         from ibisagent.errors import IbisInputError
 
-        total = self.memory_budget()["total"]
+        budget = self.memory_budget()
+        total = budget.pop("total")
         if total > self.max_memory_bytes:
+            parts = ", ".join(f"{k} {v / MiB:.0f}" for k, v in budget.items() if v)
             raise IbisInputError(
                 "memory limits",
-                f"the stores may hold {total / MiB:.0f} MiB, above max_memory_bytes ({self.max_memory_bytes / MiB:.0f} MiB)",
+                f"the stores may hold {total / MiB:.0f} MiB ({parts}), above max_memory_bytes "
+                f"({self.max_memory_bytes / MiB:.0f} MiB)",
             )
+        if self.teach_dir and self.max_taught < 1:
+            raise IbisInputError("max_taught", "keep at least one taught policy when teaching is on")
         if self.max_pixels * 3 > self.max_image_bytes:
             raise IbisInputError("memory limits", "one image of max_pixels does not fit in max_image_bytes")
         if not self.policies:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
-    """A request the server refuses: `status` (4xx) and a one-line `message` naming the problem."""
+    """A request the server refuses: `status` (4xx, or 507) and a one-line `message` naming the problem."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)

@@ -6,7 +6,8 @@ the server would send the image to, `openai:http://HOST/v1`); it names one of th
 and to plain values, so a client cannot raise a policy's timeouts or retries.
 
 Policies keep per-episode state, so each episode borrows an instance of its own from a small pool
-(instances are built on first use and reused; at most one per concurrent episode).
+(instances are built on first use and reused; at most one per concurrent episode, so at most
+`workers` per policy).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class PolicyRegistry:
         self.specs: dict[str, str] = {}
         self._free: dict[str, list] = {}
         self._structures: dict[str, list[str]] = {}
+        self._made: dict[str, int] = {}  # pooled instances built (in the pool or lent out)
+        self.taught: set[str] = set()  # policies taught while serving (their memory is counted)
         self._lock = threading.Lock()
         for entry in entries:
             self.add(entry)
@@ -48,9 +51,9 @@ class PolicyRegistry:
             raise IbisInputError("--policy", "allow at least one policy")
         self.option_keys = tuple(option_keys)
 
-    def add(self, entry: str) -> str:
+    def add(self, entry: str, taught: bool = False) -> str:
         """Allow one more policy, `NAME=SPEC` or a SPEC (at start, or a policy taught while the
-        server runs) -> its name."""
+        server runs: `taught`) -> its name."""
         name, spec = parse_policy(entry)
         kind = spec.partition(":")[0]
         if kind not in SERVABLE:
@@ -59,8 +62,15 @@ class PolicyRegistry:
             if name in self.specs:
                 raise IbisInputError(entry, f"policy name {name!r} given twice")
             self._free[name] = []
+            self._made[name] = 0
             self.specs[name] = spec
+            if taught:
+                self.taught.add(name)
         return name
+
+    def instances(self, name: str) -> int:
+        """How many pooled instances of policy `name` exist (at most one per concurrent episode)."""
+        return self._made.get(name, 0)
 
     @property
     def names(self) -> list[str]:
@@ -121,12 +131,18 @@ class PolicyRegistry:
             return
         with self._lock:
             policy = self._free[name].pop() if self._free[name] else None
-        lease = Lease(self._make(name, {}) if policy is None else policy)
+        if policy is None:
+            policy = self._make(name, {})
+            with self._lock:
+                self._made[name] += 1
+        lease = Lease(policy)
         try:
             yield lease
         finally:
-            if not lease.abandoned:
-                with self._lock:
+            with self._lock:
+                if lease.abandoned:  # freed once its episode's thread ends
+                    self._made[name] -= 1
+                else:
                     self._free[name].append(lease.policy)
 
 

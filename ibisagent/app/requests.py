@@ -21,6 +21,38 @@ def one_line(exc: ValidationError | RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+def body_doc(model: type[BaseModel], files: tuple[str, ...]) -> dict:
+    """OpenAPI requestBody (a route's `openapi_extra`) of a body `read_request` reads: the JSON
+    model, or multipart with the same fields plus file parts. Nested models are inlined: pydantic
+    refers to them as #/$defs/NAME, which does not resolve inside the OpenAPI document."""
+    schema = model.model_json_schema()
+    schema = _inline(schema, schema.pop("$defs", {}))
+    form = {
+        **schema,
+        "properties": {**schema["properties"], **{f: {"type": "string", "format": "binary"} for f in files}},
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}, "multipart/form-data": {"schema": form}},
+        }
+    }
+
+
+def _inline(node, defs: dict):
+    """A JSON schema with each {"$ref": "#/$defs/NAME", ...} replaced by that definition (the
+    request models nest without cycles)."""
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        return {**_inline(defs[ref.removeprefix("#/$defs/")], defs), **_inline(rest, defs)}
+    return {k: _inline(v, defs) for k, v in node.items()}
+
+
 async def read_request(request: Request, model: type[BaseModel], file_fields: tuple[str, ...]):
     """(validated model, {file field: bytes, "<field>_name": filename}) from a JSON or multipart body.
 

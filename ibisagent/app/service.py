@@ -184,8 +184,8 @@ class Service:
         self._overdue_lock = threading.Lock()
 
     def memory(self) -> dict[str, int]:
-        """Bytes held now per store (embeddings estimated) and their total, with the bound."""
-        from ibisagent.app.config import EMBEDDING_BYTES
+        """Bytes held now per store (embeddings and taught policies estimated) and their total, with the bound."""
+        from ibisagent.app.config import EMBEDDING_BYTES, POLICY_BYTES
 
         held = {
             "images": self.images.nbytes,
@@ -193,6 +193,7 @@ class Service:
             "volumes": self.volumes.nbytes,
             "logits": self.logits.nbytes,
             "sessions": self.sessions.nbytes,
+            "taught": sum(self.policies.instances(n) for n in self.policies.taught) * POLICY_BYTES,
         }
         return {**held, "total": sum(held.values()), "bound": self.config.memory_budget()["total"]}
 

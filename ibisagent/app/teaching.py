@@ -6,7 +6,14 @@ temporary folder by the export's own item resolution and checked at once by `tea
 `check_pairs` (too few pairs per structure, an empty mask: 400 with its one-line message). A job
 then embeds the images with the server's tool (uploaded images are already in its memory cache)
 and runs `train.compact.teach.teach` from a compact policy the server runs, within the server's
-`TeachConfig` (minutes and steps). One job at a time: a second gets 409.
+`TeachConfig` (minutes and steps). One job at a time: a second gets 409. An item whose image
+(or volume) the server no longer holds gets one 404 naming every such id, to upload again.
+
+Memory: each taught policy may hold up to `workers` loaded instances (one per concurrent
+episode), so taught policies count in the server's memory bound as `max_taught` policies of
+`workers` x POLICY_BYTES (config.py). Beyond max_taught a teach request is refused with 507,
+before any work (nothing is evicted: a taught policy is a person's work, and its folder the
+operator's to clear); a teach folder holding more than max_taught refuses to start the server.
 
 The taught policy is written into DIR/.teach-ID.tmp and renamed to DIR/taught-N only when
 complete, then allowed as policy `taught-N` (the taught-N folders in DIR are allowed again when
@@ -31,11 +38,10 @@ from pydantic import Field
 
 from ibisagent.app.annotate import Annotator, ExportItem, ExportRequest
 from ibisagent.app.errors import ApiError, bad_request, not_found
-from ibisagent.app.requests import read_request
+from ibisagent.app.requests import body_doc, read_request
 from ibisagent.errors import IbisInputError
 
 MAX_TEACH_ITEMS = 200  # accepted masks in one request
-MAX_TAUGHT = 50  # taught policies in the folder; beyond it the operator clears some out
 KEEP_JOBS = 8  # finished jobs whose state can still be read
 TAUGHT = re.compile(r"taught-(\d+)")
 
@@ -135,9 +141,16 @@ class Teacher:
                 raise IbisInputError(self.dir, f"cannot make the teach folder ({exc.strerror or exc})") from None
             for stale in self.dir.glob(".teach-*.tmp"):  # a server stopped while teaching
                 shutil.rmtree(stale, ignore_errors=True)
-            for name, folder in self._taught():
+            taught = self._taught()
+            if len(taught) > config.max_taught:  # the memory bound counts max_taught of them
+                raise IbisInputError(
+                    self.dir,
+                    f"holds {len(taught)} taught policies, more than the {config.max_taught} the memory bound "
+                    "counts (max_taught); move some taught-N folders out",
+                )
+            for name, folder in taught:
                 if name not in service.policies.specs:
-                    service.policies.add(f"{name}=compact:{folder / 'compact_policy.pt'}")
+                    service.policies.add(f"{name}=compact:{folder / 'compact_policy.pt'}", taught=True)
 
     def _taught(self) -> list[tuple[str, Path]]:
         found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := TAUGHT.fullmatch(p.name))]
@@ -168,8 +181,13 @@ class Teacher:
         with self._lock:
             if self.running is not None:
                 raise ApiError(409, f"a teach job is running ({self.running.id}); wait for it or cancel it")
-            if len(self._taught()) >= MAX_TAUGHT:
-                raise ApiError(409, f"{MAX_TAUGHT} taught policies are kept already; the operator removes some first")
+            kept, most = len(self._taught()), self.service.config.max_taught
+            if kept >= most:  # 507: the server has no room for another, whatever the request
+                raise ApiError(
+                    507,
+                    f"this server keeps at most {most} taught policies (its memory bound counts them) and has "
+                    f"{kept}; its operator removes some taught-N folders from the teach folder first",
+                )
             name, base = self._base(req.policy)
             job = self.running = TeachJob(name, self.cfg.minutes * 60, self.cfg.max_steps)
         tmp = None
@@ -214,7 +232,7 @@ class Teacher:
                 name = f"taught-{max(taken, default=0) + 1}"
                 final = self.dir / name
                 out.rename(final)  # complete, or not there at all
-                self.service.policies.add(f"{name}=compact:{final / 'compact_policy.pt'}")
+                self.service.policies.add(f"{name}=compact:{final / 'compact_policy.pt'}", taught=True)
             job.policy, job.steps = name, card["steps"]
             job.result = {
                 k: card[k] for k in ("structures", "decisions", "steps", "minutes", "taught_pairs_belief_dice")
@@ -279,11 +297,13 @@ def mount(app: FastAPI, service, annotator: Annotator) -> Teacher:
     """Add the teach routes to the app."""
     teacher = app.state.teacher = Teacher(service, annotator)
 
-    @app.post("/v1/annotate/teach", status_code=202)
+    @app.post("/v1/annotate/teach", status_code=202, openapi_extra=body_doc(TeachRequest, ()))
     async def teach(request: Request) -> dict:
         """Accepted masks (the export's items) -> a background job teaching a compact policy the
         server runs; when done it is a new policy, `taught-N`. 403 unless the operator enabled
-        teaching (--teach-dir), 409 while another job runs, 400 for too few pairs or an empty mask."""
+        teaching (--teach-dir), 409 while another job runs, 400 for too few pairs or an empty mask,
+        404 naming the image/volume ids the server no longer holds (upload them again), 507 when
+        it keeps as many taught policies as its memory bound counts."""
         teacher.check_enabled()
         req, _ = await read_request(request, TeachRequest, ())
         return await service.slots.run(teacher.start, req)

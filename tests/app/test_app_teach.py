@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 import zipfile
 
@@ -154,3 +155,81 @@ def test_a_cancelled_teach_leaves_nothing(taught, teach_client, demo_dir):
     assert sorted(p.name for p in teach_client.folder.iterdir()) == ["taught-1"]
     assert "taught-2" not in teach_client.get("/healthz").json()["policies"]
     assert teach_client.get("/v1/annotate/teach/nope").status_code == 404
+
+
+def teach_app(tool, folder, **limits):
+    """A TestClient of a server teaching into `folder`, with `limits` (ServeConfig fields)."""
+    from fastapi.testclient import TestClient
+
+    from ibisagent.app.api import create_app
+    from ibisagent.app.config import ServeConfig
+
+    return TestClient(
+        create_app(ServeConfig(teach_dir=str(folder), **limits), tool=tool), raise_server_exceptions=False
+    )
+
+
+def test_the_teach_body_is_in_the_openapi_schema(client):
+    doc = client.get("/openapi.json").json()
+    body = doc["paths"]["/v1/annotate/teach"]["post"]["requestBody"]["content"]
+    schema = body["application/json"]["schema"]
+    assert {"items", "policy"} <= set(schema["properties"]) and schema["required"] == ["items"]
+    item = schema["properties"]["items"]["items"]  # ExportItem, inlined
+    assert {"image_id", "volume_id", "mask", "structure"} <= set(item["properties"])
+    assert "items" in body["multipart/form-data"]["schema"]["properties"]
+    assert "#/$defs/" not in json.dumps(doc)  # every $ref resolves in the OpenAPI document
+
+
+def test_taught_policies_count_in_the_memory_bound():
+    from ibisagent.app.config import POLICY_BYTES, ServeConfig
+    from ibisagent.errors import IbisInputError
+
+    assert ServeConfig().memory_budget()["taught"] == 0  # teaching off: no taught policies
+    on = ServeConfig(teach_dir="taught", max_taught=8, workers=4)
+    assert on.memory_budget()["taught"] == 8 * 4 * POLICY_BYTES
+    on.check()  # the defaults fit the default bound
+    with pytest.raises(IbisInputError, match="taught 512.*max_memory_bytes"):
+        ServeConfig(teach_dir="taught", workers=8).check()
+
+
+def test_teaching_beyond_max_taught_is_refused_with_507(tool, tmp_path):
+    import shutil
+
+    from ibisagent.app.config import POLICY_BYTES
+    from ibisagent.errors import IbisInputError
+    from ibisagent.policies.belief_net import WEIGHTS
+
+    (tmp_path / "taught-1").mkdir()
+    shutil.copy(WEIGHTS, tmp_path / "taught-1" / "compact_policy.pt")
+    with teach_app(tool, tmp_path, max_images=4, max_taught=1, workers=2) as c:
+        health = c.get("/healthz").json()
+        assert "taught-1" in health["policies"] and health["memory_bounds"]["taught"] == 2 * POLICY_BYTES
+        assert health["memory_bytes"]["taught"] == 0  # not loaded yet
+        item = {"image_id": "0" * 32, "mask": {"size": [1, 1], "counts": [1]}}
+        r = c.post("/v1/annotate/teach", json={"items": [item] * 5})
+        assert r.status_code == 507, r.text
+        msg = r.json()["error"]
+        assert "at most 1 taught policies" in msg and "memory bound" in msg and str(tmp_path) not in msg
+        with c.app.state.service.policies.borrow("taught-1"):  # one episode's instance, kept in the pool
+            pass
+        assert c.get("/healthz").json()["memory_bytes"]["taught"] == POLICY_BYTES
+    (tmp_path / "taught-2").mkdir()
+    shutil.copy(WEIGHTS, tmp_path / "taught-2" / "compact_policy.pt")
+    with pytest.raises(IbisInputError, match="holds 2 taught policies.*max_taught"):
+        teach_app(tool, tmp_path, max_images=4, max_taught=1, workers=2)
+
+
+def test_teaching_from_expired_images_names_them(tool, tmp_path, demo_dir):
+    """The image store keeps one image: the first demo image is evicted by the second's upload."""
+    with teach_app(tool, tmp_path, max_images=1) as c:
+        items = demo_items(c, demo_dir, 5)  # items[0..3] on the first image, items[4] on the second
+        gone, kept = items[0]["image_id"], items[4]["image_id"]
+        assert gone != kept
+        for route in ("/v1/annotate/teach", "/v1/annotate/export"):
+            r = c.post(route, json={"items": items})
+            assert r.status_code == 404, r.text
+            msg = r.json()["error"]
+            assert f"image_id {gone!r} (items[0], items[1], items[2], items[3])" in msg and kept not in msg
+            assert "1 image id(s) unknown or expired" in msg and "upload them again (POST /v1/images" in msg
+        assert not list(tmp_path.iterdir())  # no job started, nothing written
+        assert c.app.state.teacher.running is None
