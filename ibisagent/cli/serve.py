@@ -51,6 +51,14 @@ TeachDirOpt = Annotated[
         "taught-N and become policies clients may run (default: teaching off)"
     ),
 ]
+MaxTaughtOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="With --teach-dir: taught policies the server keeps (each counts in --max-memory-mib; "
+        "a teach request beyond them is refused with 507)",
+    ),
+]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -145,6 +153,7 @@ def _command(name: str, open_default: bool, doc: str) -> None:
         tool_timeout: ToolTimeoutOpt = 30.0,
         max_memory_mib: MemoryOpt = 3072.0,
         teach_dir: TeachDirOpt = None,
+        max_taught: MaxTaughtOpt = 8,
         open_browser: OpenOpt = open_default,
     ) -> None:
         limits = dict(
@@ -158,6 +167,7 @@ def _command(name: str, open_default: bool, doc: str) -> None:
             tool_timeout_s=tool_timeout,
             max_memory_bytes=int(max_memory_mib * 1024 * 1024),
             teach_dir=str(teach_dir) if teach_dir else None,
+            max_taught=max_taught,
         )
         run_guarded(
             _serve, host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, limits, open_browser
