@@ -47,6 +47,18 @@ def _texts(content) -> str:
 
 
 # -- rows ----------------------------------------------------------------------------------
+def turn_flags(row: dict, msgs: list[dict]) -> list[bool]:
+    """One "train" flag per assistant turn: the row's list, else each assistant message's own
+    (default True); a list of the wrong length is a one-line error."""
+    turns = [m for m in msgs if m["role"] == "assistant"]
+    flags = row.get("train")
+    if flags is None:
+        flags = [bool(m.get("train", True)) for m in turns]
+    if len(flags) != len(turns):
+        raise IbisInputError("row", f"{len(flags)} train flags for {len(turns)} assistant turns")
+    return [bool(f) for f in flags]
+
+
 def normalise_row(row: dict, root: Path | None = None, max_pixels: int = MAX_PIXELS) -> dict:
     """A row in the canonical layout (list contents, PIL images, one flag per assistant turn)."""
     from PIL import Image
@@ -79,15 +91,10 @@ def normalise_row(row: dict, root: Path | None = None, max_pixels: int = MAX_PIX
         elif isinstance(img, dict) and img.get("path"):  # datasets' Image feature without decoding
             img = Image.open(img["path"])
         loaded.append(cap_image(np.asarray(img.convert("RGB")), max_pixels))
-    turns = [m for m in msgs if m["role"] == "assistant"]
-    flags = row.get("train")
-    if flags is None:
-        flags = [bool(m.get("train", True)) for m in turns]
-    if len(flags) != len(turns):
-        raise IbisInputError("row", f"{len(flags)} train flags for {len(turns)} assistant turns")
+    flags = turn_flags(row, msgs)
     for m in msgs:
         m.pop("train", None)
-    return {"messages": msgs, "images": loaded, "train": [bool(f) for f in flags]}
+    return {"messages": msgs, "images": loaded, "train": flags}
 
 
 def load_rows(path: str | Path, max_rows: int | None = None) -> list[dict]:
@@ -131,12 +138,7 @@ def single_turn_rows(row: dict) -> list[dict]:
         or (isinstance(m["content"], list) and any(c.get("type") == "image" for c in m["content"]))
         for m in msgs
     )
-    turns = [m for m in msgs if m["role"] == "assistant"]
-    flags = row.get("train")
-    if flags is None:
-        flags = [bool(m.get("train", True)) for m in turns]
-    if len(flags) != len(turns):
-        raise IbisInputError("row", f"{len(flags)} train flags for {len(turns)} assistant turns")
+    flags = turn_flags(row, msgs)
     system = [m for m in msgs[:1] if m["role"] == "system"]
     out, used, last_user, turn = [], 0, None, 0
     for m in msgs[len(system) :]:
