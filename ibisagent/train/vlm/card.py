@@ -35,6 +35,18 @@ def _trend(log: list[dict], key: str) -> str:
     return f"| {key} | {first:.4g} | {last:.4g} | {len(vals)} |"
 
 
+def _volume(stage: str, run, rows: int, steps: int) -> str:
+    """How much data the run's steps saw: rows (SFT) or episodes (GRPO) and passes over them."""
+    if stage == "sft":
+        seen = steps * int(run.global_batch_size)
+        return f"{rows} training rows; {steps} optimiser steps of {run.global_batch_size} rows ({seen / max(rows, 1):.2f} passes)."
+    seen = steps * int(run.batch_size)
+    return (
+        f"{rows} training items ({run.mode} mode); {steps} optimiser steps of {run.batch_size} queries x "
+        f"{run.num_generations} rollouts ({seen / max(rows, 1):.2f} passes over the items)."
+    )
+
+
 def vlm_card(
     stage: str, run, out_dir: str | Path, log: list[dict], steps: int, rows: int, n_params: int, config=None
 ) -> str:
@@ -54,7 +66,7 @@ def vlm_card(
         f"# {Path(out_dir).name}: a Qwen-VL agent trained by ibisagent ({stage.upper()})",
         "",
         f"Base: `{run.model}` ({_model_size(run.model)}); {n_params / 1e6:.2f} M parameters. Stage: {what}.",
-        f"{rows} training rows; {steps} optimiser steps.",
+        _volume(stage, run, rows, steps),
         "",
         "## Metrics over the run",
         "",
