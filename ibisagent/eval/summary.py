@@ -48,7 +48,7 @@ def summarize_policy(rows: list[dict], latency: list[dict], max_steps: int, seed
         "precision": _mean([r["precision"] for r in ok]),
         "recall": _mean([r["recall"] for r in ok]),
         "steps": _mean([r["steps"] for r in ok]),
-        "return": _mean([r["return"] for r in ok if r.get("return") is not None]),
+        "return": _mean([r.get("return") for r in ok]),  # None: no action taken, or a run from before returns
         "clicks": _mean([len(r["clicks"]) for r in ok]),
         **stop_scores([r["stop_reason"] for r in ok], [r["iou"] for r in ok]),
         "format_error_rate": sum(r["format_errors"] for r in ok) / total_steps if total_steps else float("nan"),

@@ -3,9 +3,9 @@ built fully offline, so every VLM path (policy, batching, SFT, adapters, merge) 
 
 Two sizes (`SIZES`): "tiny" (hidden 64, 2 layers; the tests' and smoke runs' model, ~0.3 M
 parameters) and "small" (hidden 256, 4 layers, vision hidden 128 at depth 4, images at most
-168 x 168 pixels, a 2,048-token vocabulary; ~5 M parameters): the model that
-`ibisagent/train/configs/sft_small.yaml` and `rl_small.yaml` train from scratch on a 2-core CPU
-in hours. Only the config differs from the 7B recipe: the same chat template, protocol, loss
+168 x 168 pixels, a BPE vocabulary of up to 2,048 tokens (927 learned from the protocol text);
+4.0 M parameters): the model that `ibisagent/train/configs/sft_small.yaml` and `rl_small.yaml`
+train from scratch on a 2-core CPU in about an hour. Only the config differs from the 7B recipe: the same chat template, protocol, loss
 masks and code paths.
 
 The tokenizer is a byte-level BPE (any text round-trips) trained in a fraction of a second on
@@ -73,7 +73,7 @@ SIZES = {
         vision_depth=4,
         vision_hidden=128,
         init_range=0.02,  # trained fully from scratch, not through LoRA: the usual scale
-        vocab_size=2048,  # whole protocol words as tokens: the system prompt in ~230 tokens, not ~400
+        vocab_size=2048,  # room for whole protocol words: the system prompt in 262 tokens, not 401
         max_pixels=168 * 168,  # 12 x 12 patches of 14 px, 36 image tokens after the 2 x 2 merge
     ),
 }

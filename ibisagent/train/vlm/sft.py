@@ -246,18 +246,15 @@ def train_sft(run: SFTRun, rows: list[dict] | None = None, config=None, progress
     out = Path(run.output_dir)
     adapter = out / ("adapter" if run.lora is not None else "model")
     trainer.save_model(str(adapter))
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(adapter)
-        log = trainer.state.log_history
-        from ibisagent.io.images import atomic_write_bytes
-
-        atomic_write_bytes(out / "train_log.json", json.dumps(log, indent=1).encode())
     card = None
     if trainer.is_world_process_zero():
+        from ibisagent.io.images import atomic_write_bytes
         from ibisagent.train.vlm.card import write_vlm_card
 
-        steps = trainer.state.global_step
-        card = write_vlm_card("sft", run, out, trainer.state.log_history, steps, len(rows), model, config)
+        processor.save_pretrained(adapter)
+        log = trainer.state.log_history
+        atomic_write_bytes(out / "train_log.json", json.dumps(log, indent=1).encode())
+        card = write_vlm_card("sft", run, out, log, trainer.state.global_step, len(rows), model, config)
     merged = merge_lora(adapter, out / "merged") if run.merge and run.lora is not None else None
     return {
         "adapter": adapter,
