@@ -54,6 +54,21 @@ def test_training_and_tool_follow_the_probe(monkeypatch, native):
     assert enc.precision == "f32"
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_vlm_training_auto_precision_follows_the_probe_on_cpu(monkeypatch, native):
+    """`train sft` / `train rl` with bf16: auto compute in bf16 on a CPU only where the probe says
+    it is native; true / false are taken as given; anything else is refused."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "native_bf16", lambda: native)
+    assert hardware.training_bf16("auto") is native
+    assert hardware.training_bf16(True) is True
+    assert hardware.training_bf16(False) is False
+    with pytest.raises(ValueError, match="bf16"):
+        hardware.training_bf16("yes")
+
+
 def test_tool_refuses_bf16_on_a_cpu_without_it(monkeypatch, tmp_path):
     """The failure CI met on a Xeon without AVX512-BF16: asked for bf16 there, the tool must refuse
     with one line, not run f32 features under a bf16 cache name. Simulated on any CPU."""

@@ -47,6 +47,16 @@ def _volume(stage: str, run, rows: int, steps: int) -> str:
     )
 
 
+def _precision(run) -> str:
+    """'bfloat16 ...' or 'float32 ...' as the run resolved its `bf16` setting on this machine."""
+    import torch
+
+    from ibisagent.hardware import describe, training_bf16
+
+    where = "GPU" if torch.cuda.is_available() else f"CPU, {describe()}"
+    return f"{'bfloat16' if training_bf16(run.bf16) else 'float32'} (bf16={run.bf16}; {where})"
+
+
 def vlm_card(
     stage: str, run, out_dir: str | Path, log: list[dict], steps: int, rows: int, n_params: int, config=None
 ) -> str:
@@ -67,6 +77,7 @@ def vlm_card(
         "",
         f"Base: `{run.model}` ({_model_size(run.model)}); {n_params / 1e6:.2f} M parameters. Stage: {what}.",
         _volume(stage, run, rows, steps),
+        f"Computed in {_precision(run)}.",
         "",
         "## Metrics over the run",
         "",

@@ -150,6 +150,7 @@ class GRPO:
         from accelerate import Accelerator
         from transformers import get_scheduler
 
+        from ibisagent.hardware import training_bf16
         from ibisagent.policies.vlm_hf import checkpoint_family, families, load_processor
         from ibisagent.train.vlm.sft import prepare_model
 
@@ -157,7 +158,7 @@ class GRPO:
         self.run, self.config = run, config
         random.seed(run.seed)
         np.random.seed(run.seed)
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() if run.bf16 == "auto" else bool(run.bf16)
+        bf16 = training_bf16(run.bf16)
         self.acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
         torch.manual_seed(run.seed)
         family = checkpoint_family(Path(run.model))

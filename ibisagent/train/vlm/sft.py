@@ -152,7 +152,9 @@ def training_args(run: SFTRun):
 
     per_step = run.per_device_train_batch_size * world_size()
     accum = max(1, run.global_batch_size // per_step)
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported() if run.bf16 == "auto" else bool(run.bf16)
+    from ibisagent.hardware import training_bf16
+
+    bf16 = training_bf16(run.bf16)
     return SFTConfig(
         output_dir=run.output_dir,
         per_device_train_batch_size=run.per_device_train_batch_size,
@@ -228,7 +230,9 @@ def train_sft(run: SFTRun, rows: list[dict] | None = None, config=None, progress
     family = checkpoint_family(base)
     args = training_args(run)  # before the model: DeepSpeed ZeRO-3 needs it first
     rows = build_rows(run) if rows is None else rows
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    # bf16 weights on a GPU (the released recipe); on a CPU autocast keeps float32 weights (small
+    # updates survive) and computes in bf16
+    dtype = torch.bfloat16 if args.bf16 and torch.cuda.is_available() else torch.float32
     model = families()[family][1].from_pretrained(base, dtype=dtype)
     processor = load_processor(base, family)
     model = prepare_model(model, run)
