@@ -207,7 +207,9 @@ def compare_cmd(
     policy_b: Annotated[str | None, typer.Option(help="Policy of B (default: the same as A)")] = None,
     metric: Annotated[
         list[str] | None,
-        typer.Option(help="iou, dice, noc85, noc90, steps, return (the paper's reward per action; repeatable)"),
+        typer.Option(
+            help="iou, iou1 (after the first action), dice, noc85, noc90, steps, return (the paper's reward per action); repeatable"
+        ),
     ] = None,
     n_boot: Annotated[int, typer.Option(min=100, max=100000, help="Bootstrap resamples")] = 2000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here")] = None,

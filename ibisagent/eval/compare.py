@@ -10,11 +10,12 @@ from __future__ import annotations
 from ibisagent.errors import IbisInputError
 from ibisagent.eval.results import RunData
 from ibisagent.eval.stats import N_BOOT, paired_difference
-from ibisagent.metrics import noc
+from ibisagent.metrics import iou_at, noc
 
 # metric name -> (value of a row given max steps, higher is better)
 METRICS = {
     "iou": (lambda r, m: r["iou"], True),
+    "iou1": (lambda r, m: iou_at(r["ious"], 1), True),  # after the first action: where it clicks before seeing a mask
     "dice": (lambda r, m: r["dice"], True),
     "noc85": (lambda r, m: noc(r["ious"], 0.85, m), False),
     "noc90": (lambda r, m: noc(r["ious"], 0.90, m), False),

@@ -77,6 +77,11 @@ def test_compare_a_run_with_itself_and_two_policies(finished_run):
     # the paper's return per episode (mean reward per action), as GRPO's episode mode optimises it
     (ret,) = compare_runs(finished_run, finished_run, "centre", "box", metrics=("return",))
     assert ret["mean_a"] == pytest.approx(sum(r["return"] for r in finished_run.rows_of("centre")) / 3)
+    # the IoU after the first action (0 for an episode that took none), beside the final IoU
+    (first,) = compare_runs(finished_run, finished_run, "centre", "box", metrics=("iou1",))
+    assert first["mean_b"] == pytest.approx(
+        sum(r["ious"][0] if r["ious"] else 0.0 for r in finished_run.rows_of("box")) / 3
+    )
     import copy
 
     old = copy.copy(finished_run)
