@@ -77,12 +77,13 @@ def test_compare_a_run_with_itself_and_two_policies(finished_run):
     # the paper's return per episode (mean reward per action), as GRPO's episode mode optimises it
     (ret,) = compare_runs(finished_run, finished_run, "centre", "box", metrics=("return",))
     assert ret["mean_a"] == pytest.approx(sum(r["return"] for r in finished_run.rows_of("centre")) / 3)
-    # the IoU after the first action (0 for an episode that took none), beside the final IoU
-    (first,) = compare_runs(finished_run, finished_run, "centre", "box", metrics=("iou1",))
-    assert first["mean_b"] == pytest.approx(
-        sum(r["ious"][0] if r["ious"] else 0.0 for r in finished_run.rows_of("box")) / 3
-    )
     import copy
+
+    # the IoU after the first action (0 for an episode that took none), beside the final IoU
+    two_step = copy.copy(finished_run)
+    two_step.rows = [{**r, "ious": [0.1, 0.9], "iou": 0.9} if r["policy"] == "box" else r for r in finished_run.rows]
+    first, final = compare_runs(two_step, two_step, "centre", "box", metrics=("iou1", "iou"))
+    assert first["mean_b"] == pytest.approx(0.1) and final["mean_b"] == pytest.approx(0.9)
 
     old = copy.copy(finished_run)
     old.rows = [{k: v for k, v in r.items() if k != "return"} for r in finished_run.rows]
