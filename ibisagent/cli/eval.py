@@ -297,7 +297,10 @@ def lso_cmd(
     cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache (default: the train commands' cache)")] = None,
     teach_source: Annotated[
         list[str] | None,
-        typer.Option(help="After the folds: teach each such source's fold policy from a few of its pairs (repeatable)"),
+        typer.Option(
+            help="After the folds: teach each such source's fold policy from a few of its pairs (repeatable; "
+            "'all': every source of the folds run here with enough pairs)"
+        ),
     ] = None,
     teach_pairs: Annotated[int, typer.Option(min=2, help="Pairs taught per --teach-source")] = 5,
     teach_minutes: Annotated[float, typer.Option(min=0.05, help="Teaching minutes per --teach-source")] = 3.0,
@@ -353,6 +356,7 @@ def _lso(
         run_lso,
         summarise,
         teach_lift,
+        teachable_sources,
         train_overrides,
     )
     from ibisagent.train.leave_source_out import teach_pairs as teach_pairs_of
@@ -378,6 +382,9 @@ def _lso(
         **config_overrides(TeachConfig, teach_overrides, fixed=("minutes", "min_pairs", "seed"), option="--teach-set"),
     )
     samples = collect_pairs(list(data))
+    if "all" in teach_sources:
+        wanted = set(fold) if fold else set(range(cfg.folds))
+        teach_sources = [s for s in teach_sources if s != "all"] + teachable_sources(samples, cfg, teach_pairs, wanted)
     images = images_needed(samples, cfg)
     for src in teach_sources:
         images += [s.image for s in teach_pairs_of(samples, cfg, src, teach_pairs)[0]]

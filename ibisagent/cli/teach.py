@@ -30,11 +30,13 @@ def teach(
     cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache (default: the train commands' cache)")] = None,
 ) -> None:
     """Teach the compact policy the structures in DATA from as few as 5 image/mask pairs each,
-    starting from the shipped policy (under 5 minutes on 2 cores by default).
+    starting from the shipped policy (about a minute on 2 cores; at most --minutes of training).
 
-    A structure with the name of one the policy knows refines it (the same structure in new images);
-    everything else is learnt under the name given. The policy keeps what it knew (only its
-    text-conditioned layers move, held to their old answers for the known queries).
+    Each structure gets an exemplar probe fitted on its pairs, which finds it on images of the kind
+    you taught it on (elsewhere the policy answers as before); the presence check learns the new
+    names. A structure with the name of one the policy knows refines it on that kind of image;
+    everything else is learnt under the name given. The policy keeps what it knew: its belief
+    network does not change, and the known names keep their presence answers.
 
     Example: ibisagent teach my_pairs/ --out runs/taught, then
     ibisagent segment scan.png -q "Segment the ..." --policy compact:runs/taught/compact_policy.pt

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ibisagent.errors import IbisInputError
+from ibisagent.policies.exemplar_probe import ExemplarProbe
 
 WEIGHTS = Path(__file__).parent / "weights" / "compact_policy.pt"
 LAYOUT = 3  # the saved format: a file of another layout is refused with "retrain"
@@ -104,6 +105,8 @@ class BeliefNet(nn.Module):
         self.presence = PresenceHead(c.text_dim)
         self.known_texts: list[str] = []
         self.known_emb = torch.zeros(0, c.text_dim)
+        # taught structures' probes (`exemplar_probe`), by structure name; saved beside the state dict
+        self.probes: dict[str, ExemplarProbe] = {}
 
     def reduce(self, feats: torch.Tensor) -> torch.Tensor:
         """B x 256 x 64 x 64 embedding -> B x reduce x 64 x 64 whitened principal components."""
@@ -158,6 +161,10 @@ def load_net(path: str | Path | None = None) -> BeliefNet:
     net.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
     known = blob.get("known_queries") or {}
     net.known_texts, net.known_emb = list(known.get("texts", [])), known.get("emb", net.known_emb).float()
+    for saved in blob.get("probes", []):
+        probe = ExemplarProbe(config.reduce, saved["structure"], saved.get("hidden", 0))
+        probe.load_state_dict({k: v.float() for k, v in saved["state_dict"].items()})
+        net.probes[probe.structure] = probe.eval()
     return net.eval()
 
 
@@ -172,6 +179,8 @@ def save_net(net: BeliefNet, path: Path, **meta) -> Path:
     known = {"texts": list(net.known_texts), "emb": net.known_emb.half()}
     c = asdict(net.config)
     arch = {"hidden": c["hidden"], "reduce": c["reduce"], "dilations": list(c["dilations"]), "coarse": c["coarse"]}
-    torch.save({"state_dict": state, "arch": {**arch, "layout": LAYOUT}, "known_queries": known, **meta}, buf)
+    probes = [{"structure": k, "hidden": p.hidden, "state_dict": p.state_dict()} for k, p in net.probes.items()]
+    blob = {"state_dict": state, "arch": {**arch, "layout": LAYOUT}, "known_queries": known, "probes": probes}
+    torch.save({**blob, **meta}, buf)
     atomic_write_bytes(path, buf.getvalue())
     return path

@@ -46,10 +46,12 @@ def belief_logits(logits, emb) -> np.ndarray:
 
 class Belief(NamedTuple):
     """The policy's belief about one (image, query): `logits` H x W float32 (the target is where
-    they are above 0), `presence` the probability that the target is in the image at all."""
+    they are above 0), `presence` the probability that the target is in the image at all, `taught`
+    the number of examples of a taught structure's probe the map comes from (0: the belief net's)."""
 
     logits: np.ndarray
     presence: float
+    taught: int = 0
 
     def regions(self, margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """H x W bool (target, surely inside, surely outside): logit above 0, above +margin, below
@@ -265,18 +267,27 @@ class CompactPolicy(Policy):
             self.tool = LiteMedSAMTool()
         return self.tool
 
-    def belief(self, image: np.ndarray, query: str) -> Belief:
-        """The belief about the target of `query` in `image`, cached per (image, query)."""
+    def belief(self, image: np.ndarray, query: str, structure: str | None = None) -> Belief:
+        """The belief about the target of `query` in `image`, cached per (image, query). For a
+        `structure` taught from examples (`exemplar_probe`) on an image of the kind it was taught
+        on, the map is its probe's; elsewhere the belief net's. Presence is always the net's."""
         import torch
 
+        from ibisagent.policies.belief_net import pool_features
         from ibisagent.policies.text_encoder import embed_texts
 
         emb = self._tool().embed(image)
-        key = (emb.key, query)
+        key = (emb.key, query, structure)
         if self._belief_key != key:
+            feats = emb.features.float()
             with torch.inference_mode():
-                logits, presence = self.net(emb.features.float(), embed_texts([query]))
-            self._belief = Belief(belief_logits(logits, emb), float(torch.sigmoid(presence[0])))
+                logits, presence = self.net(feats, embed_texts([query]))
+                probe, taught = self.net.probes.get(structure or ""), 0
+                if probe is not None:
+                    net = self.net.presence
+                    if bool(probe.covers((pool_features(feats) - net.mu) / net.sd)[0]):
+                        logits, taught = probe(self.net.reduce(feats)), probe.examples
+            self._belief = Belief(belief_logits(logits, emb), float(torch.sigmoid(presence[0])), taught)
             self._belief_key = key
         return self._belief
 
@@ -353,9 +364,14 @@ class CompactPolicy(Policy):
 
     def act(self, obs: Observation, episode: Episode) -> str:
         reading = self.read(obs.query)
-        belief = self.belief(obs.original, reading.query)
+        belief = self.belief(obs.original, reading.query, reading.structure)
         peak = belief.peak()
         lead = f"{reading.note} " if reading.note else ""
+        if belief.taught:
+            lead += (
+                f"I look for the {reading.structure} as I was taught it from {belief.taught} examples of this "
+                "kind of image. "
+            )
         doubt = ""
         if reading.known and belief.presence < self.presence_threshold:
             if peak <= self.absent_peak:
@@ -371,7 +387,7 @@ class CompactPolicy(Policy):
             )
         guess = best_guess(belief.logits, self.guess_floor)
         if guess is not None:
-            belief = Belief(guess, belief.presence)
+            belief = Belief(guess, belief.presence, belief.taught)
         target, inside, outside = belief.regions(self.click_margin)
         H, W = target.shape
         if not target.any():

@@ -52,7 +52,7 @@ def reference_belief_policy(weights: str | None, kwargs: dict):
             super().begin(query, gt_mask)
             self.reference = Belief(np.where(gt_mask, 10.0, -10.0).astype(np.float32), 1.0)
 
-        def belief(self, image, query):
+        def belief(self, image, query, structure=None):
             return self.reference
 
     return ReferenceBelief(weights, **kwargs)

@@ -224,6 +224,17 @@ def teach_pairs(samples, cfg: LSOConfig, source: str, n: int) -> tuple[list, lis
     return [s for s in rest if s.structure == structure][:n], held
 
 
+def teachable_sources(samples, cfg: LSOConfig, n: int, folds: set[int]) -> list[str]:
+    """The sources of `folds` that `teach_pairs` can teach from `n` pairs and evaluate on, sorted."""
+    fold_of, _, _ = plan(samples, cfg)
+    out = []
+    for src in sorted(s for s, f in fold_of.items() if f in folds):
+        pairs, held = teach_pairs(samples, cfg, src, n)
+        if len(pairs) >= n and held:
+            out.append(src)
+    return out
+
+
 def teach_lift(samples, emb_files: dict, cfg: LSOConfig, out: Path, source: str, teach_cfg=None, log=print) -> dict:
     """Teach the fold's policy (which never saw `source`) from a few pairs of `source`
     (`teach_pairs`, `teach_cfg.min_pairs` of them, `train.teach.teach`) and play it on the source's
@@ -255,6 +266,7 @@ def teach_lift(samples, emb_files: dict, cfg: LSOConfig, out: Path, source: str,
     others = per_source([s for s in targets if fold_of[source_of(s)] == fold and source_of(s) != source], 3, cfg.seed)
     elsewhere = evaluate_compact(spec, others, emb_files, cfg.max_steps)["per_item"]
     ids = sorted(after.keys() & before.keys())
+    structure_of = {t.id: t.structure for t in held}
     other_ids = sorted(elsewhere.keys() & before.keys())
     result = {
         "source": source,
@@ -266,7 +278,11 @@ def teach_lift(samples, emb_files: dict, cfg: LSOConfig, out: Path, source: str,
         "n": len(ids),
         "before": float(np.mean([before[i] for i in ids])) if ids else float("nan"),
         "after": float(np.mean([after[i] for i in ids])) if ids else float("nan"),
-        "per_item": {i: {"before": before[i], "after": after[i]} for i in ids},
+        "structure": pairs[0].structure,
+        "per_item": {
+            i: {"before": before[i], "after": after[i], "taught_structure": structure_of[i] == pairs[0].structure}
+            for i in ids
+        },
         "other_sources": {
             "n": len(other_ids),
             "before": float(np.mean([before[i] for i in other_ids])) if other_ids else float("nan"),
@@ -392,6 +408,14 @@ def summarise(out: Path, samples=None) -> dict:
             "other_sources_before": float(np.mean([t["other_sources"]["before"] for t in taught])),
             "other_sources_after": float(np.mean([t["other_sources"]["after"] for t in taught])),
         }
+        # every target of the taught sources, and those of the taught structure, paired before/after
+        items = [v for t in taught for v in t["per_item"].values()]
+        same = [v for v in items if v.get("taught_structure")]
+        for key, group in (("all_targets", items), ("taught_structure", same)):
+            if not group:
+                continue
+            d = paired_difference([v["before"] for v in group], [v["after"] for v in group])
+            summary["teach"][key] = {**d, "after_ci": list(bootstrap_ci([v["after"] for v in group]))}
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())
     atomic_write_bytes(out / "summary.md", summary_markdown(summary).encode())
     return summary
@@ -441,6 +465,16 @@ def summary_markdown(summary: dict) -> str:
             f"| mean | | {t['before']:.3f} | {t['after']:.3f} | |\n\nOther sources of the same folds (up to 3 targets "
             f"each), before and after teaching: {t['other_sources_before']:.3f} -> {t['other_sources_after']:.3f}."
         )
+        for key, words in (
+            ("all_targets", "all targets of the taught sources"),
+            ("taught_structure", "those of the taught structure"),
+        ):
+            if key in t:
+                d = t[key]
+                lines.append(
+                    f"- {words}: {d['mean_a']:.3f} -> {d['mean_b']:.3f} [{d['after_ci'][0]:.3f}, {d['after_ci'][1]:.3f}] "
+                    f"(n={d['n']}); after - before {d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+                )
     lines += ["", "| source | n | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for s, v in summary["per_source"].items():
         lines.append(f"| {s} | {v['n']} | " + " | ".join(f"{v[n]:.3f}" for n in names) + " |")

@@ -261,11 +261,11 @@ def test_absence_needs_evidence_from_presence_and_belief(trained, demo_samples, 
     weights, _ = trained
     image, gt = demo_samples[0].load()
     policy = make_policy(f"compact:{weights}")
-    policy.belief = lambda image, query: Belief(np.where(gt, -4.0, -6.0).astype(np.float32), 0.1)
+    policy.belief = lambda image, query, structure=None: Belief(np.where(gt, -4.0, -6.0).astype(np.float32), 0.1)
     ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the liver.")
     assert not ep.clicks and yes_no(ep.answer) == "no"
     assert "0.10" in ep.steps[0].response and "2% belief" in ep.steps[0].response
-    policy.belief = lambda image, query: Belief(np.where(gt, 8.0, -8.0).astype(np.float32), 0.1)
+    policy.belief = lambda image, query, structure=None: Belief(np.where(gt, 8.0, -8.0).astype(np.float32), 0.1)
     ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the liver.")
     assert ep.clicks and iou(ep.final_mask, gt) > 0.5
     assert "presence check doubts" in ep.steps[0].response and ep.answer.startswith("Yes, but with low confidence")
@@ -327,7 +327,7 @@ def test_policy_foresees_the_tool_mask_of_each_click_it_places(trained, demo_sam
     image, gt = demo_samples[0].load()
     policy = make_policy(f"compact:{weights}", novelty_threshold=0.0)
     belief = Belief(np.where(gt, 10.0, -10.0).astype(np.float32), 0.9)
-    policy.belief = lambda image, query: belief
+    policy.belief = lambda image, query, structure=None: belief
     ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the target.")
     assert ep.clicks and iou(ep.final_mask, gt) > 0.8, [s.response for s in ep.steps]
     prob = belief.probability()
@@ -762,13 +762,13 @@ def test_faint_belief_gives_a_clicked_best_guess_stated_as_low_confidence(traine
     weights, _ = trained
     image, gt = demo_samples[0].load()
     policy = make_policy(f"compact:{weights}", novelty_threshold=0.0)
-    policy.belief = lambda image, query: Belief(np.where(gt, -1.0, -6.0).astype(np.float32), 0.9)
+    policy.belief = lambda image, query, structure=None: Belief(np.where(gt, -1.0, -6.0).astype(np.float32), 0.9)
     ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the target.")
     assert ep.clicks and iou(ep.final_mask, gt) > 0.5, [s.response for s in ep.steps]
     assert "best guess" in ep.steps[0].response and "peak 27%" in ep.steps[0].response
     assert ep.answer.startswith("Yes, but with low confidence")
 
-    policy.belief = lambda image, query: Belief(np.where(gt, -4.0, -6.0).astype(np.float32), 0.9)
+    policy.belief = lambda image, query, structure=None: Belief(np.where(gt, -4.0, -6.0).astype(np.float32), 0.9)
     ep = run_episode(IbisEnv(tool, max_steps=8), policy, image, "Segment the target.")
     assert ep.clicks and "best guess" in ep.steps[0].response  # the default floor: a guess even at 2%
     policy.guess_floor = -3.0

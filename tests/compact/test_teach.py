@@ -85,8 +85,38 @@ def test_teach_writes_a_policy_that_knows_the_new_structure_and_what_it_knew(tmp
     assert "zebra organ" in policy.known_structures() and "liver" in policy.known_structures()
     assert policy.read("Segment the zebra organs.").structure == "zebra organ"
     base, taught = load_net(None), load_net(out / "compact_policy.pt")
+    # the belief net is untouched (nothing forgotten); only the presence head's text branch learned
+    moved = [k for k, v in base.state_dict().items() if not torch.equal(v, taught.state_dict()[k])]
+    assert moved and all(k.startswith("presence.text.") for k in moved), moved
+    assert list(taught.probes) == ["zebra organ"] and taught.probes["zebra organ"].examples == 5
+    assert card["probes"]["zebra organ"]["examples"] == 5 and "exemplar probe" in (out / "model_card.md").read_text()
+    # on a taught image, the policy's map is the probe's, and it finds the taught mask
+    s = samples[0]
+    image, mask = s.load()
+    policy.attach(tool)
+    belief = policy.belief(image, "Segment the zebra organ.", "zebra organ")
+    assert belief.taught == 5
+    found = belief.logits > 0
+    assert (found & mask).sum() / (found | mask).sum() > 0.5
+    assert policy.belief(image, "Segment the liver.", "liver").taught == 0  # other structures: the net's
+
+
+def test_teach_can_still_fine_tune_the_belief_net(tmp_path, demo_dir, tool):
+    import torch
+
+    from ibisagent.policies.belief_net import load_net
+    from ibisagent.train.compact.teach import TeachConfig, teach
+    from ibisagent.train.embedding_cache import embed_images
+
+    samples = samples_of(write_pairs(tmp_path / "data", demo_dir, "zebra organ", 5))
+    emb = embed_images(tool, sorted({s.image for s in samples}), tmp_path / "cache")
+    out = tmp_path / "taught"
+    cfg = TeachConfig(max_steps=4, batch_size=4, finetune_belief=True)
+    card = teach(samples, emb, out, cfg=cfg, log=lambda *a: None)
+    base, taught = load_net(None), load_net(out / "compact_policy.pt")
     assert torch.equal(base.blocks[0].conv.weight, taught.blocks[0].conv.weight)  # frozen
     assert not torch.equal(base.blocks[0].film.weight, taught.blocks[0].film.weight)
+    assert not taught.probes and card["belief"].startswith("fine-tuned")
 
 
 def test_teach_cli_refuses_one_pair_and_writes_nothing(tmp_path, demo_dir):

@@ -189,3 +189,38 @@ def test_two_recipes_compare_target_by_target(tmp_path):
     (tmp_path / "b" / "fold_1.json").unlink()
     r = CliRunner().invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b")])
     assert r.exit_code == 0 and "B:" in r.output
+
+
+def test_teachable_sources_are_those_of_the_folds_with_pairs_left_to_teach():
+    samples = fake_samples({"a": 20, "b": 12, "c": 8})  # c: 6 evaluation targets leave 2 pairs, too few
+    cfg = lso.LSOConfig(folds=2, per_source=6)
+    fold_of = lso.assign_folds(samples, 2)
+    every = lso.teachable_sources(samples, cfg, 5, {0, 1})
+    assert every == ["a", "b"]
+    assert lso.teachable_sources(samples, cfg, 5, {fold_of["a"]}) == ["a"] + (
+        ["b"] if fold_of["b"] == fold_of["a"] else []
+    )
+
+
+def test_summary_pairs_teaching_before_and_after_over_all_and_taught_structure_targets(tmp_path):
+    cfg = lso.LSOConfig(folds=2, baselines=("centre",))
+    rec = fold_record(0, cfg, {"compact": {"a1": 0.1, "a2": 0.2}, "centre": {"a1": 0.1, "a2": 0.1}}, "a")
+    (tmp_path / "fold_0.json").write_text(json.dumps(rec))
+    taught = {
+        "source": "a",
+        "fold": 0,
+        "n": 2,
+        "before": 0.15,
+        "after": 0.45,
+        "teach_minutes": 0.1,
+        "other_sources": {"n": 1, "before": 0.5, "after": 0.5},
+        "per_item": {
+            "a1": {"before": 0.1, "after": 0.7, "taught_structure": True},
+            "a2": {"before": 0.2, "after": 0.2, "taught_structure": False},
+        },
+    }
+    (tmp_path / "teach_a.json").write_text(json.dumps(taught))
+    t = lso.summarise(tmp_path)["teach"]
+    assert t["all_targets"]["n"] == 2 and t["all_targets"]["diff"] == pytest.approx(0.3)
+    assert t["taught_structure"]["n"] == 1 and t["taught_structure"]["mean_b"] == pytest.approx(0.7)
+    assert "those of the taught structure: 0.100 -> 0.700" in (tmp_path / "summary.md").read_text()

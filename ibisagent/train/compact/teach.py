@@ -1,12 +1,17 @@
 """`ibisagent teach DATA --out DIR`: the compact policy learns new structures (or a known one on a
 new kind of image) from a few image/mask pairs, starting from the shipped weights.
 
-Only the text-conditioned parts move: each FiLM block's text-to-modulation layer, the belief head
-and the presence head's text branch; the image projection, the convolutions and the principal
-components stay as shipped. What the policy knew is kept by self-distillation (learning without
-forgetting): on the new images, the queries of the structures it already knew must keep giving the
-belief and presence of the starting weights. The new structures' queries join the known queries,
-so the policy reads them, and their typos and synonyms, as known.
+Where the structure is: each taught structure gets an exemplar probe (`policies.exemplar_probe`),
+a per-cell logistic regression on the image embedding fitted on its pairs alone, which answers on
+images of the kind it was taught on; the belief network's weights stay as they were, so nothing it
+knew is forgotten. Whether it is there: the presence head's text branch learns the new queries
+(present on their images, out-of-domain queries absent), and the queries of the structures it
+already knew must keep the presence of the starting weights on the new images (self-distillation).
+The new structures' queries join the known queries, so the policy reads them, and their typos and
+synonyms, as known. `TeachConfig.finetune_belief` instead also fine-tunes the belief network's
+text-conditioned layers (each FiLM block's text-to-modulation layer and the belief head), held to
+the starting weights' beliefs for the known queries: the earlier recipe, kept for comparison
+(docs/experiments.md: it learns little from 5 pairs and costs the other sources).
 
 Input is checked before anything is trained; a bad input is an IbisInputError naming the file,
 never a half-written policy: DIR/compact_policy.pt, DIR/model_card.json and DIR/model_card.md are
@@ -40,7 +45,10 @@ class TeachConfig:
     shift_cells: int = 4  # augmentation as in training (`train.compact.sft.augment`)
     channel_dropout: float = 0.1
     query_variants: int = 3
-    trunk: bool = False  # also fine-tune the conv trunk (more to learn a new look, more to forget)
+    finetune_belief: bool = False  # also fine-tune the belief net's text-conditioned layers (the earlier recipe)
+    trunk: bool = False  # with finetune_belief: the conv trunk too (more to learn a new look, more to forget)
+    probe_weight_decay: float = 1e-3  # L2 of the exemplar probes (`exemplar_probe.fit_probe`)
+    probe_hidden: int = 16  # hidden units of each probe (0: a linear probe)
     seed: int = 0
 
 
@@ -102,8 +110,9 @@ def teach(
     import torch
 
     from ibisagent.data.queries import out_of_domain_queries
-    from ibisagent.data.vocabulary import structures_of_queries
+    from ibisagent.data.vocabulary import Vocabulary, structures_of_queries
     from ibisagent.policies.belief_net import WEIGHTS, load_net, pool_features, save_net
+    from ibisagent.policies.exemplar_probe import fit_probe
     from ibisagent.policies.text_encoder import embed_texts
     from ibisagent.train.compact.sft import augment, belief_loss, build_examples, embed_query_texts, lr_scale, use_bf16
 
@@ -119,7 +128,12 @@ def teach(
     missing = [s.image for s in samples if not isinstance(emb_files.get(s.image), Path)]
     if missing:
         raise IbisInputError(missing[0], "image not embedded (unreadable by the tool's encoder)")
-    pos, _, feats, skipped = build_examples(samples, emb_files, cfg.query_variants, cfg.seed, None, 0)
+    pos, feats, of_structure, skipped = [], {}, {}, 0
+    for name in counts:  # one structure at a time: each probe fits its own pairs
+        group = [s for s in samples if s.structure == name]
+        p, _, f, k = build_examples(group, emb_files, cfg.query_variants, cfg.seed, None, 0)
+        of_structure[name] = p
+        pos, feats, skipped = pos + p, feats | f, skipped + k
     if skipped or not pos:
         raise IbisInputError("DATA", f"{skipped} of {len(samples)} pairs give no target in the tool's frame")
     text_emb = embed_query_texts(pos, [], log=log)
@@ -128,6 +142,7 @@ def teach(
     with torch.no_grad():
         reduced = torch.stack([net.reduce(feats[k].float()[None])[0] for k in keys])
         pooled = torch.stack([pool_features(feats[k].float()[None])[0] for k in keys])
+        standardised = (pooled - net.presence.mu) / net.presence.sd
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     old_texts = list(old.known_texts) or ["Segment the target."]
@@ -135,11 +150,27 @@ def teach(
     ood = out_of_domain_queries(random.Random(f"{cfg.seed}:teach-ood"), 32)
     ood_emb = embed_texts(ood)
 
+    probes = {}
+    if not cfg.finetune_belief:
+        for name, group in of_structure.items():
+            idx = torch.tensor([row[p[0]] for p in group])
+            target = torch.from_numpy(np.stack([p[1] for p in group]))
+            probes[name] = fit_probe(
+                reduced[idx],
+                target,
+                standardised[idx],
+                name,
+                weight_decay=cfg.probe_weight_decay,
+                hidden=cfg.probe_hidden,
+            )
+        log(f"fitted {len(probes)} exemplar probe(s) in {time.perf_counter() - t0:.0f} s")
+
     for p in net.parameters():
         p.requires_grad_(False)
-    films = [b.film for b in [*net.blocks, *getattr(net, "coarse", [])]]
-    trunk = [net.proj, *(b.conv for b in net.blocks), *(b.norm for b in net.blocks)] if cfg.trunk else []
-    params = [p for m in [*films, *trunk, net.head, net.presence.text] for p in m.parameters()]
+    films = [b.film for b in [*net.blocks, *getattr(net, "coarse", [])]] if cfg.finetune_belief else []
+    trunk = [net.proj, *(b.conv for b in net.blocks), *(b.norm for b in net.blocks)] if cfg.trunk and films else []
+    head = [net.head] if cfg.finetune_belief else []
+    params = [p for m in [*films, *trunk, *head, net.presence.text] for p in m.parameters()]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
@@ -147,24 +178,28 @@ def teach(
     net.train()
     net.presence.eval()  # its dropout off: the presence head is fitted on fixed pooled features
     budget, t1, step, losses = cfg.minutes * 60, time.perf_counter(), 0, []
+    zero = torch.zeros(())
     while time.perf_counter() - t1 < budget and step < cfg.max_steps:
         frac = max((time.perf_counter() - t1) / budget, step / cfg.max_steps)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * lr_scale(step, frac)
         batch = [pos[rng.randrange(len(pos))] for _ in range(cfg.batch_size)]
         idx = torch.tensor([row[b[0]] for b in batch])
-        f = reduced[idx]
-        tgt = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None]
-        f, tgt = augment(f, tgt, cfg.shift_cells, cfg.channel_dropout, rng, 0.0)
         txt = torch.stack([text_emb[rng.choice(b[2])] for b in batch]).float()
         k_idx = idx.repeat_interleave(cfg.keep_queries)
         k_txt = old_emb[torch.randint(0, len(old_emb), (len(k_idx),))].float()
-        fk = reduced[k_idx]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = net.belief(torch.cat([f, fk]), torch.cat([txt, k_txt])).float()
-            with torch.no_grad():
-                want_belief = old.belief(fk, k_txt).float().sigmoid()
-        loss, dice = belief_loss(logits[: len(batch)], tgt, torch.ones(len(batch)))
+        loss, keep, dice = zero, zero, zero
+        if cfg.finetune_belief:
+            f = reduced[idx]
+            tgt = torch.from_numpy(np.stack([b[1] for b in batch]))[:, None]
+            f, tgt = augment(f, tgt, cfg.shift_cells, cfg.channel_dropout, rng, 0.0)
+            fk = reduced[k_idx]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = net.belief(torch.cat([f, fk]), torch.cat([txt, k_txt])).float()
+                with torch.no_grad():
+                    want_belief = old.belief(fk, k_txt).float().sigmoid()
+            loss, dice = belief_loss(logits[: len(batch)], tgt, torch.ones(len(batch)))
+            keep = torch.nn.functional.binary_cross_entropy_with_logits(logits[len(batch) :], want_belief) * 10
         # presence: the new queries are present on their images, out-of-domain queries are not
         pres_new = net.presence(pooled[idx], txt)
         ood_idx = torch.randint(0, len(ood), (len(batch),))
@@ -175,8 +210,7 @@ def teach(
         # keep: the known queries on the new images answer as the starting weights did
         with torch.no_grad():
             want_presence = old.presence(pooled[k_idx], k_txt).sigmoid()
-        keep = torch.nn.functional.binary_cross_entropy_with_logits(logits[len(batch) :], want_belief)
-        keep = keep * 10 + torch.nn.functional.binary_cross_entropy_with_logits(
+        keep = keep + torch.nn.functional.binary_cross_entropy_with_logits(
             net.presence(pooled[k_idx], k_txt), want_presence
         )
         loss = loss + cfg.keep_weight * keep
@@ -195,12 +229,22 @@ def teach(
         txt = torch.stack([text_emb[p[2][0]] for p in pos]).float()
         f = reduced[torch.tensor([row[p[0]] for p in pos])]
         tgt = torch.from_numpy(np.stack([p[1] for p in pos]))[:, None]
-        _, dice_after = belief_loss(net.belief(f, txt), tgt, torch.ones(len(pos)))
+        if probes:
+            after = torch.cat(
+                [probes[k](reduced[torch.tensor([row[p[0]] for p in g])]) for k, g in of_structure.items()]
+            )
+        else:
+            after = net.belief(f, txt)
+        _, dice_after = belief_loss(after, tgt, torch.ones(len(pos)))
         _, dice_before = belief_loss(old.belief(f, txt), tgt, torch.ones(len(pos)))
     new_texts = sorted({t for p in pos for t in p[2]} - set(net.known_texts))
     if new_texts:
         net.known_texts = list(net.known_texts) + new_texts
         net.known_emb = torch.cat([net.known_emb, torch.stack([text_emb[t] for t in new_texts]).float()])
+    vocab = Vocabulary(structures_of_queries(net.known_texts))
+    for name, probe in probes.items():  # keyed as the policy reads the name (a known one's own spelling)
+        probe.structure = vocab.resolve(f"Segment the {name}.").structure or name
+        net.probes[probe.structure] = probe
     card = {
         "base": str(base),
         "structures": counts,
@@ -214,6 +258,8 @@ def teach(
             "after": round(1 - float(dice_after.mean()), 3),
         },
         "loss_first_last": [round(losses[0], 4), round(float(np.mean(losses[-20:])), 4)] if losses else None,
+        "belief": "fine-tuned text-conditioned layers" if cfg.finetune_belief else "exemplar probe per structure",
+        "probes": {k: {"examples": p.examples, "radius": round(float(p.radius), 3)} for k, p in net.probes.items()},
         "use": f"--policy compact:{out / 'compact_policy.pt'}",
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +288,18 @@ def model_card_markdown(card: dict) -> str:
         f"- belief Dice on the taught pairs (a fit, not a held-out figure): "
         f"{card['taught_pairs_belief_dice']['before']:.3f} before, {card['taught_pairs_belief_dice']['after']:.3f} after",
         "",
-        "Only the text-conditioned layers moved; the queries it knew before were held to their old answers on "
-        "these images (self-distillation).",
+        *(
+            [
+                "Only the text-conditioned layers moved; the queries it knew before were held to their old answers on "
+                "these images (self-distillation)."
+            ]
+            if card["belief"].startswith("fine-tuned")
+            else [
+                "Where each structure is: an exemplar probe fitted on its pairs, used on images of the kind it was "
+                "taught on (the belief net answers elsewhere, unchanged). Whether it is there: the presence head's "
+                "text branch learned the new queries; the queries it knew before were held to their old answers "
+                "on these images (self-distillation)."
+            ]
+        ),
     ]
     return "\n".join(lines) + "\n"
