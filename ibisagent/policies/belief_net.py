@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ibisagent.errors import IbisInputError
-from ibisagent.policies.exemplar_probe import ExemplarProbe
+from ibisagent.policies.exemplar_probe import ExemplarProbe, position_maps
 
 WEIGHTS = Path(__file__).parent / "weights" / "compact_policy.pt"
 LAYOUT = 3  # the saved format: a file of another layout is refused with "retrain"
@@ -78,9 +78,13 @@ class PresenceHead(nn.Module):
         self.text = nn.Sequential(nn.Linear(text_dim, width), nn.ReLU(), nn.Linear(width, width))
         self.out = nn.Sequential(nn.Linear(3 * width, width), nn.ReLU(), nn.Linear(width, 1))
 
+    def standardise(self, pooled: torch.Tensor) -> torch.Tensor:
+        """pooled B x 512 (`pool_features`) -> the same in the training set's standard deviations."""
+        return (pooled - self.mu) / self.sd
+
     def forward(self, pooled: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """pooled B x 512, text B x text_dim -> presence logit B."""
-        a, b = self.image((pooled - self.mu) / self.sd), self.text(text)
+        a, b = self.image(self.standardise(pooled)), self.text(text)
         return self.out(torch.cat([a, b, a * b], 1))[:, 0]
 
 
@@ -115,9 +119,7 @@ class BeliefNet(nn.Module):
     def trunk(self, reduced: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """reduced B x reduce x 64 x 64 (`reduce`), text B x text_dim -> hidden map B x hidden x 64 x 64"""
         B = reduced.shape[0]
-        lin = torch.linspace(-1, 1, reduced.shape[-1], device=reduced.device)
-        yy, xx = torch.meshgrid(lin, lin, indexing="ij")
-        coords = torch.stack([xx, yy])[None].expand(B, -1, -1, -1)
+        coords = position_maps(reduced.shape[-1])[:2].to(reduced.device)[None].expand(B, -1, -1, -1)
         h = torch.relu(self.proj(torch.cat([reduced, coords], 1)))
         for blk in self.blocks[:-1]:
             h = blk(h, text)

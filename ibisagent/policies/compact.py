@@ -283,10 +283,8 @@ class CompactPolicy(Policy):
             with torch.inference_mode():
                 logits, presence = self.net(feats, embed_texts([query]))
                 probe, taught = self.net.probes.get(structure or ""), 0
-                if probe is not None:
-                    net = self.net.presence
-                    if bool(probe.covers((pool_features(feats) - net.mu) / net.sd)[0]):
-                        logits, taught = probe(self.net.reduce(feats)), probe.examples
+                if probe is not None and bool(probe.covers(self.net.presence.standardise(pool_features(feats)))[0]):
+                    logits, taught = probe(self.net.reduce(feats)), probe.examples
             self._belief = Belief(belief_logits(logits, emb), float(torch.sigmoid(presence[0])), taught)
             self._belief_key = key
         return self._belief

@@ -2,8 +2,8 @@
 
 When a person teaches the compact policy a structure from five image/mask pairs of their own kind of
 image (`ibisagent teach`), the belief network's text-conditioned layers have too little to go on, and
-fine-tuning them costs what the policy knew. A probe fits those pairs alone: a logistic regression per
-cell of the 64 x 64 map, on the whitened principal components the belief net already reads
+fine-tuning them costs what the policy knew. A probe fits those pairs alone: a small per-cell model
+(a 16-unit MLP, or a logistic regression) on each cell of the 64 x 64 map, reading the whitened principal components the belief net already reads
 (`BeliefNet.reduce`), the same components averaged over 5 x 5 and 15 x 15 cell neighbourhoods (what
 surrounds the cell) and the cell's position (x, y and their products: where the structure lies in
 this kind of image). It is fitted in seconds, touches no other weights (nothing is forgotten), and
@@ -39,12 +39,12 @@ class ExemplarProbe(nn.Module):
     def __init__(self, reduce: int, structure: str = "", hidden: int = 0):
         super().__init__()
         self.structure, self.hidden = structure, hidden
-        n = reduce * (1 + len(CONTEXT)) + POSITION
+        n = reduce * (1 + len(CONTEXT)) + POSITION  # inputs per cell (`features`)
         self.cell = (
             nn.Sequential(nn.Conv2d(n, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, 1, 1)) if hidden else nn.Conv2d(n, 1, 1)
         )
-        self.register_buffer("mean", torch.zeros(reduce * (1 + len(CONTEXT)) + POSITION))
-        self.register_buffer("std", torch.ones(reduce * (1 + len(CONTEXT)) + POSITION))
+        self.register_buffer("mean", torch.zeros(n))
+        self.register_buffer("std", torch.ones(n))
         self.register_buffer("centre", torch.zeros(512))
         self.register_buffer("radius", torch.tensor(0.0))
         self.register_buffer("n_examples", torch.tensor(0))
@@ -54,13 +54,22 @@ class ExemplarProbe(nn.Module):
         """How many image/mask pairs the probe was fitted on."""
         return int(self.n_examples)
 
-    def features(self, reduced: torch.Tensor) -> torch.Tensor:
-        """reduced B x reduce x S x S -> B x (reduce x 3 + POSITION) x S x S, standardised."""
+    @staticmethod
+    def raw_features(reduced: torch.Tensor) -> torch.Tensor:
+        """reduced B x reduce x S x S -> B x (reduce x 3 + POSITION) x S x S: each cell's components,
+        their means over the CONTEXT neighbourhoods, its position."""
         B, _, S, _ = reduced.shape
         ctx = [nn.functional.avg_pool2d(reduced, k, 1, k // 2, count_include_pad=False) for k in CONTEXT]
         pos = position_maps(S).to(reduced)[None].expand(B, -1, -1, -1)
-        x = torch.cat([reduced, *ctx, pos], 1)
-        return (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
+        return torch.cat([reduced, *ctx, pos], 1)
+
+    def standardise(self, raw: torch.Tensor) -> torch.Tensor:
+        """`raw_features` B x C x S x S -> the same in the taught examples' standard deviations."""
+        return (raw - self.mean[None, :, None, None]) / self.std[None, :, None, None]
+
+    def features(self, reduced: torch.Tensor) -> torch.Tensor:
+        """reduced B x reduce x S x S -> the probe's standardised inputs."""
+        return self.standardise(self.raw_features(reduced))
 
     def forward(self, reduced: torch.Tensor) -> torch.Tensor:
         return self.cell(self.features(reduced))
@@ -88,16 +97,17 @@ def fit_probe(
     """Fit a probe on N taught examples: `reduced` N x reduce x 64 x 64 (`BeliefNet.reduce`),
     `target` N x 64 x 64 in [0, 1] (the share of each cell inside the mask, `sft.pooled_target`),
     `pooled` N x 512 standardised pooled embeddings. Class-balanced cross-entropy (targets are often
-    a few % of the cells) with L2 `weight_decay`, full batch, L-BFGS. The radius is `radius_scale` x
-    the largest distance of a taught image to the centre (at least that of one image to the rest)."""
+    a few % of the cells) with L2 `weight_decay`, full batch, L-BFGS; `hidden` units (0: linear). The
+    radius is `radius_scale` x the largest distance of a taught image to the centre, at most
+    `max_radius` (a spread-out set of examples must not claim other kinds of image)."""
     torch.manual_seed(0)
     probe = ExemplarProbe(reduced.shape[1], structure, hidden)
     with torch.no_grad():
-        x = probe.features(reduced.float())  # mean 0, std 1 buffers: raw features
-        flat = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+        raw = probe.raw_features(reduced.float())
+        flat = raw.permute(0, 2, 3, 1).reshape(-1, raw.shape[1])
         probe.mean.copy_(flat.mean(0))
         probe.std.copy_(flat.std(0).clamp_min(1e-4))
-    x = probe.features(reduced.float()).detach()
+        x = probe.standardise(raw)
     y = target.float()[:, None]
     share = float(y.mean().clamp(1e-4, 1 - 1e-4))
     weight = torch.where(y > 0.5, 0.5 / share, 0.5 / (1 - share))

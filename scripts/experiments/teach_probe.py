@@ -54,7 +54,7 @@ def main() -> None:
         f = torch.stack([feats[p[0]].float() for p in pos])
         with torch.no_grad():
             reduced = f if args.raw else net.reduce(f)
-            pooled = (pool_features(f) - net.presence.mu) / net.presence.sd
+            pooled = net.presence.standardise(pool_features(f))
         tgt = torch.from_numpy(np.stack([p[1] for p in pos]))
         return reduced, pooled, tgt, [p[2][0] for p in pos]
 

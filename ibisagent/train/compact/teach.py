@@ -142,7 +142,7 @@ def teach(
     with torch.no_grad():
         reduced = torch.stack([net.reduce(feats[k].float()[None])[0] for k in keys])
         pooled = torch.stack([pool_features(feats[k].float()[None])[0] for k in keys])
-        standardised = (pooled - net.presence.mu) / net.presence.sd
+        standardised = net.presence.standardise(pooled)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     old_texts = list(old.known_texts) or ["Segment the target."]
