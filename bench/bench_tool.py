@@ -1,4 +1,5 @@
-"""Segmentation tool speed: encoder ms, decoder ms per click, and the cost of a 20-click
+"""Segmentation tool speed: encoder ms, decoder ms per click (also with the local update rule,
+tools/local_update.py), and the cost of a 20-click
 episode relative to one encoder pass, with and without the embedding cache.
 
     python bench/bench_tool.py [--weights auto|original|clicks] [--threads 2]
@@ -71,14 +72,19 @@ def main() -> None:
     emb = fast.embed(image)
     pts = np.array([[300.0, 460.0]])
     fast.predict(emb, pts, np.array([1]))
-    dec = []
-    prev = None
-    for k in range(10):
-        t = time.perf_counter()
-        out = fast.predict(emb, np.repeat(pts, k + 1, 0) + np.arange(k + 1)[:, None], np.ones(k + 1), prev)
-        dec.append(time.perf_counter() - t)
-        prev = out.logits
-    dec_ms = 1000 * statistics.median(dec)
+
+    def decoder_ms(update):
+        fast.update = update
+        dec, prev = [], None
+        for k in range(10):
+            t = time.perf_counter()
+            out = fast.predict(emb, np.repeat(pts, k + 1, 0) + np.arange(k + 1)[:, None], np.ones(k + 1), prev)
+            dec.append(time.perf_counter() - t)
+            prev = out.logits
+        fast.update = "global"
+        return 1000 * statistics.median(dec)
+
+    dec_ms, dec_local_ms = decoder_ms("global"), decoder_ms("local")
 
     def episode_s(cache_entries):
         tool = LiteMedSAMTool(weights=args.weights, cache_entries=cache_entries)
@@ -110,6 +116,7 @@ def main() -> None:
     runtime = getattr(fast.onnx_encoder, "runtime", "torch")
     print(f"{f'encoder ms (the default: {runtime})':<40}{enc_fast:10.0f}")
     print(f"{'decoder ms per click (median of 10)':<40}{dec_ms:10.0f}")
+    print(f"{'  with the local update rule':<40}{dec_local_ms:10.0f}   ratio {dec_local_ms / dec_ms:.2f}x")
     print(f"{f'{n1}-click episode / one default encoder pass':<40}{with_cache / one_pass:10.2f}   (embedding cache on)")
     print(
         f"{f'{n2}-click episode / one encoder pass':<40}{without_cache / one_pass:10.2f}   (no cache: encoder every step)"

@@ -20,7 +20,8 @@ POLICY_BYTES = 8 * MiB
 class ServeConfig:
     """Limits of the web app / REST server. Sizes in bytes, pixels or entries; times in seconds.
 
-    tool: the segmentation tool spec (see `ibisagent.tools.make_tool`); strategy: its prompt strategy.
+    tool: the segmentation tool spec (see `ibisagent.tools.make_tool`); strategy: its prompt strategy;
+      update: its update rule (LiteMedSAM: global or local, docs/tools.md).
     max_upload_bytes: the largest request body accepted (the whole multipart/JSON body).
     max_pixels: the largest image accepted, width x height.
     max_images / max_image_bytes: the image store's bounds (least recently used images are dropped).
@@ -70,6 +71,7 @@ class ServeConfig:
 
     tool: str = "litemedsam"
     strategy: str = "points+prior"
+    update: str = "global"
     threads: int | None = None
     max_upload_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 4096 * 4096
@@ -134,3 +136,7 @@ class ServeConfig:
             raise IbisInputError("memory limits", "one image of max_pixels does not fit in max_image_bytes")
         if not self.policies:
             raise IbisInputError("--policy", "allow at least one policy")
+        if self.update != "global" and not self.tool.startswith("litemedsam"):
+            raise IbisInputError(
+                "--update", f"the {self.update} update rule is LiteMedSAM's; {self.tool} updates globally"
+            )

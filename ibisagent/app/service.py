@@ -167,7 +167,7 @@ class Service:
 
             kwargs: dict[str, Any] = {"cache_entries": config.max_images}
             if config.tool.startswith("litemedsam"):
-                kwargs.update(strategy=config.strategy, threads=config.threads)
+                kwargs.update(strategy=config.strategy, update=config.update, threads=config.threads)
             tool = make_tool(config.tool, **kwargs)
         self.tool = tool
         self.serial = SerialTool(tool, config.queue_timeout_s, config.tool_timeout_s)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import StrategyOpt, ToolOpt, make_tool_from_opts, run_guarded
+from ibisagent.cli.common import StrategyOpt, ToolOpt, UpdateOpt, make_tool_from_opts, run_guarded
 from ibisagent.errors import IbisInputError
 from ibisagent.geometry import to_pixels
 
@@ -50,17 +50,21 @@ def click(
     ] = None,
     tool: ToolOpt = "litemedsam",
     strategy: StrategyOpt = "points+prior",
+    update: UpdateOpt = "global",
 ) -> None:
     """Turn clicks into a mask with the segmentation tool.
 
     Example: ibisagent click scan.png --pos 0.52,0.40 --pos 0.55,0.48 --neg 0.70,0.40
 
+    Correct a mask with one click that changes only what it touches (the last click is the newest):
+    ibisagent click scan.png --mask scan_mask.png --neg 0.70,0.40 --update local
+
     Nothing is written into the image's folder unless --out / --overlay say so.
     """
-    run_guarded(_click, image, pos or [], neg or [], mask, coords, out, overlay, tool, strategy)
+    run_guarded(_click, image, pos or [], neg or [], mask, coords, out, overlay, tool, strategy, update)
 
 
-def _click(image_path, pos, neg, mask_path, coords, out, overlay, tool, strategy):
+def _click(image_path, pos, neg, mask_path, coords, out, overlay, tool, strategy, update):
     import numpy as np
 
     from ibisagent.io.images import load_image, load_mask, save_mask_png, save_png
@@ -76,7 +80,7 @@ def _click(image_path, pos, neg, mask_path, coords, out, overlay, tool, strategy
     px = to_pixels(pts, W, H, coords)
     labels = [1] * len(pos) + [0] * len(neg)
     prior_mask = load_mask(mask_path, shape=(H, W)) if mask_path else None
-    seg_tool = make_tool_from_opts(tool, strategy)
+    seg_tool = make_tool_from_opts(tool, strategy, update)
     emb = seg_tool.embed(img)
     prev = seg_tool.mask_to_logits(emb, prior_mask) if prior_mask is not None and prior_mask.any() else None
     if px:

@@ -23,6 +23,14 @@ StrategyOpt = Annotated[
     str,
     typer.Option(help="LiteMedSAM prompt strategy: points, points+prior, box, box+points, box+points+prior"),
 ]
+UpdateOpt = Annotated[
+    str,
+    typer.Option(
+        help="LiteMedSAM update rule: global (the decoder's whole new mask at every click, the default) or "
+        "local (the mask changes only where the change touches the newest click: a correction elsewhere "
+        "cannot erase other parts; docs/tools.md)",
+    ),
+]
 # the choices of ibisagent.data.volume_io.AXES and ibisagent.data.windowing.WINDOW_CHOICES (not imported:
 # `--help` stays free of numpy; tests/core/test_cli.py checks they agree)
 AXES_HELP = "axial, coronal, sagittal"
@@ -65,11 +73,15 @@ def run_guarded(fn, *args, **kwargs):
         fail(f"{exc.__class__.__name__}: {exc} (set IBISAGENT_DEBUG=1 for the traceback)", 1)
 
 
-def make_tool_from_opts(tool: str, strategy: str):
+def make_tool_from_opts(tool: str, strategy: str, update: str = "global"):
+    from ibisagent.errors import IbisInputError
     from ibisagent.tools import make_tool
 
-    kwargs = {"strategy": strategy} if tool.startswith("litemedsam") else {}
-    return make_tool(tool, **kwargs)
+    if not tool.startswith("litemedsam"):
+        if update != "global":
+            raise IbisInputError("--update", f"the {update} update rule is LiteMedSAM's; {tool} updates globally")
+        return make_tool(tool)
+    return make_tool(tool, strategy=strategy, update=update)
 
 
 def narrow_table(title: str | None = None, columns: tuple[str, ...] = (), left: int = 1):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import StrategyOpt, ToolOpt, fail, run_guarded
+from ibisagent.cli.common import StrategyOpt, ToolOpt, UpdateOpt, fail, run_guarded
 
 app = typer.Typer()
 
@@ -75,7 +75,7 @@ def _allowed_hosts(host: str, given: list[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys((host, *LOOPBACK)))
 
 
-def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, limits, open_browser):
+def _serve(host, port, tool, strategy, update, max_upload_mib, max_pixels, workers, threads, limits, open_browser):
     from ibisagent.errors import IbisInputError
 
     try:
@@ -95,6 +95,7 @@ def _serve(host, port, tool, strategy, max_upload_mib, max_pixels, workers, thre
     config = ServeConfig(
         tool=tool,
         strategy=strategy,
+        update=update,
         threads=threads,
         max_upload_bytes=int(max_upload_mib * 1024 * 1024),
         max_pixels=max_pixels,
@@ -139,6 +140,7 @@ def _command(name: str, open_default: bool, doc: str) -> None:
         port: PortOpt = 8000,
         tool: ToolOpt = "litemedsam",
         strategy: StrategyOpt = "points+prior",
+        update: UpdateOpt = "global",
         max_upload_mib: MaxMiBOpt = 32.0,
         max_pixels: MaxPxOpt = 4096 * 4096,
         workers: WorkersOpt = 4,
@@ -170,7 +172,18 @@ def _command(name: str, open_default: bool, doc: str) -> None:
             max_taught=max_taught,
         )
         run_guarded(
-            _serve, host, port, tool, strategy, max_upload_mib, max_pixels, workers, threads, limits, open_browser
+            _serve,
+            host,
+            port,
+            tool,
+            strategy,
+            update,
+            max_upload_mib,
+            max_pixels,
+            workers,
+            threads,
+            limits,
+            open_browser,
         )
 
     command.__doc__ = doc

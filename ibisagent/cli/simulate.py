@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ibisagent.cli.common import LimitOpt, StrategyOpt, ToolOpt, make_tool_from_opts, run_guarded
+from ibisagent.cli.common import LimitOpt, StrategyOpt, ToolOpt, UpdateOpt, make_tool_from_opts, run_guarded
 from ibisagent.io.jsonl import JsonlAppender, read_jsonl
 
 app = typer.Typer()
@@ -24,6 +24,7 @@ def simulate(
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary JSON here")] = None,
     tool: ToolOpt = "litemedsam",
     strategy: StrategyOpt = "points+prior",
+    update: UpdateOpt = "global",
     limit: LimitOpt = None,
     overlays: Annotated[
         bool, typer.Option(help="Write a final overlay PNG per pair (clicks and outline drawn)")
@@ -38,10 +39,10 @@ def simulate(
 
     Example: ibisagent simulate ibisagent/assets/demo --max-clicks 10 --out runs/sim
     """
-    run_guarded(_simulate, pairs, max_clicks, out, summary_json, tool, strategy, limit, overlays, resume)
+    run_guarded(_simulate, pairs, max_clicks, out, summary_json, tool, strategy, update, limit, overlays, resume)
 
 
-def _simulate(pairs, max_clicks, out, summary_json, tool, strategy, limit, overlays, resume):
+def _simulate(pairs, max_clicks, out, summary_json, tool, strategy, update, limit, overlays, resume):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
@@ -52,7 +53,7 @@ def _simulate(pairs, max_clicks, out, summary_json, tool, strategy, limit, overl
     from ibisagent.progress import progress_bar
 
     samples = read_pairs_csv(pairs)[:limit]
-    seg_tool = make_tool_from_opts(tool, strategy)
+    seg_tool = make_tool_from_opts(tool, strategy, update)
     env = IbisEnv(seg_tool, max_steps=max_clicks)
     results_path = out / "results.jsonl"
     done = {r["id"]: r for r in read_jsonl(results_path)} if resume else {}

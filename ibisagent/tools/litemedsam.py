@@ -12,6 +12,10 @@ Prompt strategies (how clicks become a prompt; see README "Prompt strategies"):
 - "points+prior": all clicks as points plus the previous low-res logits as mask input;
 - "box": a box grown around the positive clicks (the original weights were trained on boxes);
 - "box+points", "box+points+prior": the box together with the clicks (and the prior).
+
+Update rule (`update`): "global" takes the decoder's whole new mask at every click; "local" keeps the
+previous mask except where the change touches the newest click (tools/local_update.py), so a click on
+one part of a many-part or branching target does not erase the others.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from ibisagent.tools.litemedsam_model import (
     preprocess,
     to_model_coords,
 )
+from ibisagent.tools.local_update import merge_local
+
+UPDATES = ("global", "local", "local:keep")
 
 
 @dataclass
@@ -52,6 +59,7 @@ class LiteMedSAMTool(SegmentationTool):
     box_margin: float = 0.05  # for the box strategies: grown box margin, fraction of the image side
     multimask: str = "never"  # "never", "first" (multimask on the first click only, as SAM advises), "always"
     threads: int | None = None
+    update: str = "global"  # "global" or "local" (module docstring); "local:keep" keeps an ignored click's mask
     # "auto": with the `fast` extra, the encoder on OpenVINO (or ONNX Runtime when OpenVINO is
     # missing) and the click decoder on ONNX Runtime (tools/onnx_encoder.py, onnx_decoder.py),
     # else torch; "torch"; "onnx" (ONNX Runtime for both); "openvino" (encoder on OpenVINO)
@@ -61,6 +69,8 @@ class LiteMedSAMTool(SegmentationTool):
         super().__post_init__()
         if self.strategy not in STRATEGIES:
             raise IbisInputError("strategy", f"unknown prompt strategy {self.strategy!r}; choose from {STRATEGIES}")
+        if self.update not in UPDATES:
+            raise IbisInputError("update", f"unknown update rule {self.update!r}; choose from {UPDATES}")
         if self.multimask not in ("never", "first", "always"):
             raise IbisInputError("multimask", f"expected never/first/always, got {self.multimask!r}")
         import torch
@@ -91,7 +101,8 @@ class LiteMedSAMTool(SegmentationTool):
             )
             self.onnx_decoder = onnx_decoder.OnnxDecoder(self.net, threads)
         self._check_precision()
-        self.name = f"litemedsam[{self.weights_name},{self.strategy}]"
+        rule = "" if self.update == "global" else f",{self.update} update"
+        self.name = f"litemedsam[{self.weights_name},{self.strategy}{rule}]"
 
     def _check_precision(self) -> None:
         """Refuse $IBISAGENT_ENCODER_PRECISION=bf16 where the encoder would not compute in bf16, so
@@ -127,6 +138,17 @@ class LiteMedSAMTool(SegmentationTool):
     def mask_to_logits(self, emb: Embedding, mask: np.ndarray):
         return mask_to_lowres_logits(mask, emb.input_size)
 
+    def _merge_local(self, new, prev, click, emb):
+        """The local update rule on 1 x 1 x 256 x 256 logits; `click` (x, y) pixels of the image."""
+        import torch
+
+        _, _, fallback = self.update.partition(":")
+        click_xy = to_model_coords(click, emb.original_size)
+        merged = merge_local(
+            new[0, 0].float().numpy(), prev[0, 0].numpy(), click_xy, emb.input_size, fallback=fallback or "new"
+        )
+        return torch.from_numpy(merged)[None, None]
+
     def _decode(self, emb, points, labels, prev_logits, box) -> ToolResult:
         import torch
 
@@ -156,6 +178,8 @@ class LiteMedSAMTool(SegmentationTool):
                 low, iou = decode(self.net, emb.features, pts, lab, mask_in, box_t, multimask=multi)
         best = int(iou[0].argmax())
         logits = low[:, best : best + 1]
+        if self.update != "global" and use_prior and len(points) and box is None:
+            logits = self._merge_local(logits, mask_in, points[-1], emb)
         return ToolResult(
             mask=logits_to_mask(logits, emb.input_size, emb.original_size), logits=logits, score=float(iou[0, best])
         )
