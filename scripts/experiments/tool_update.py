@@ -23,6 +23,12 @@ instances of plausible size are added. Multi-instance sources:
         --source monuseg2018_nuclei --source neurips22_cellseg_dic --source aidpath_kidney_glomeruli \
         --source lizard_colon_nuclei --source monusac2020_nuclei --source deepcell_dynamicnuclearnet \
         --source blood_cell_smear_rbc --variants update=global update=local update=local,instances=true
+
+The setting `adapt=W` (dropped, kept here to rerun it) is test-time adaptation of the decoder: from
+the second click on, its mask readout is fitted to the clicks so far, anchored to its own answer on
+2,000 cells of the image, W weighing the distance from the decoder's readout (`AdaptingTool`):
+
+    python scripts/experiments/tool_update.py DATA --per-source 10 --variants update=global adapt=1.0
 """
 
 from __future__ import annotations
@@ -132,10 +138,80 @@ class InstancesTool(LiteMedSAMTool):
         return ToolResult(logits_to_mask(logits, emb.input_size, emb.original_size), logits, out.score)
 
 
+@dataclass
+class AdaptingTool(InstancesTool):
+    """With `adapt` > 0, from the second click on the decoder's mask readout (the 32-d hypernetwork
+    vector h and a bias b, logits = h . u(x) + b over the upscaled features u) is fitted to the clicks
+    so far: BCE on 5 x 5 low-res cells around each click, plus `adapt` x |h - h0|^2 / |h0|^2."""
+
+    adapt: float = 0.0
+
+    def _decode(self, emb, points, labels, prev_logits, box):
+        import torch
+
+        from ibisagent.tools.base import ToolResult
+        from ibisagent.tools.litemedsam_model import decode, logits_to_mask, to_model_coords
+
+        if not (self.adapt > 0 and len(points) >= 2 and box is None and prev_logits is not None):
+            return super()._decode(emb, points, labels, prev_logits, box)
+        md, seen = self.net.mask_decoder, {}
+        hooks = [
+            md.output_upscaling.register_forward_hook(lambda m, i, o: seen.__setitem__("u", o)),
+            md.output_hypernetworks_mlps[0].register_forward_hook(lambda m, i, o: seen.__setitem__("h", o)),
+        ]
+        try:
+            pts = torch.from_numpy(to_model_coords(points, emb.original_size))[None]
+            lab = torch.from_numpy(labels.astype(np.int64))[None]
+            with torch.inference_mode():
+                low, iou = decode(self.net, emb.features, pts, lab, prev_logits.reshape(1, 1, 256, 256).float())
+        finally:
+            for h in hooks:
+                h.remove()
+        u, h0 = seen["u"][0].clone(), seen["h"][0].clone()  # 32 x 256 x 256, 32
+        rows, cols, ys = [], [], []
+        for (x, y), lbl in zip(pts[0].tolist(), labels.tolist()):
+            for dy in range(-2, 3):
+                for dx in range(-2, 3):
+                    r, c = int(round(y)) + dy, int(round(x)) + dx
+                    if 0 <= r < 256 and 0 <= c < 256:
+                        rows.append(r), cols.append(c), ys.append(float(lbl))
+        feats = u[:, rows, cols].T  # n x 32
+        target = torch.tensor(ys)
+        pos = target.mean().clamp(1e-3, 1 - 1e-3)
+        weight = torch.where(target > 0, 0.5 / pos, 0.5 / (1 - pos))
+        # Anchors: 2,000 cells of the image, soft targets from the decoder's own new answer, so the
+        # readout honours the clicks while staying near the decoder's mask elsewhere.
+        gen = torch.Generator().manual_seed(0)
+        h_in, w_in = emb.input_size
+        ar = torch.randint(0, h_in, (2000,), generator=gen)
+        ac = torch.randint(0, w_in, (2000,), generator=gen)
+        feats = torch.cat([feats, u[:, ar, ac].T])
+        target = torch.cat([target, torch.sigmoid(low[0, 0, ar, ac].float())])
+        weight = torch.cat([weight, torch.full((2000,), 1.0)])
+        delta = torch.zeros(32, requires_grad=True)
+        bias = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.LBFGS([delta, bias], max_iter=25, line_search_fn="strong_wolfe")
+        scale = float((h0 * h0).sum())
+
+        def closure():
+            opt.zero_grad()
+            z = feats @ (h0 + delta) + bias
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z, target, weight=weight)
+            loss = loss + self.adapt * (delta * delta).sum() / scale
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        with torch.no_grad():
+            logits = (torch.einsum("c,chw->hw", h0 + delta, u) + bias)[None, None]
+        return ToolResult(logits_to_mask(logits, emb.input_size, emb.original_size), logits, float(iou[0, 0]))
+
+
 def settings(variant: str) -> dict:
     """Variant text to tool fields: "update=local,instances=true" -> {"update": "local", "instances": True}."""
     pairs = dict(part.split("=", 1) for part in variant.split(","))
-    return {k: {"true": True, "false": False}.get(v, v) for k, v in pairs.items()}
+    return {k: {"true": True, "false": False}.get(v, float(v) if k == "adapt" else v) for k, v in pairs.items()}
 
 
 def main() -> None:
@@ -171,7 +247,7 @@ def main() -> None:
     if args.source:
         samples = [s for s in samples if source_of(s) in set(args.source)]
     samples = per_source(samples, args.per_source, args.seed)
-    tool = InstancesTool()
+    tool = AdaptingTool()
     env = IbisEnv(tool, max_steps=args.max_clicks)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.jsonl"
