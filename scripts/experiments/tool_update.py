@@ -220,9 +220,10 @@ def main() -> None:
     from ibisagent.eval.interactive import simulate_sample
     from ibisagent.eval.stats import bootstrap_ci, paired_difference
     from ibisagent.io.jsonl import JsonlAppender, read_jsonl
-    from ibisagent.metrics import iou_at, noc, summarize_curves
+    from ibisagent.metrics import iou, iou_at, noc, summarize_curves
     from ibisagent.progress import progress_bar
     from ibisagent.train.leave_source_out import per_source, source_of
+    from ibisagent.train.tool.evaluate import gt_box
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path, nargs="+")
@@ -238,6 +239,7 @@ def main() -> None:
     ap.add_argument("--source", action="append", default=[], help="only this source (repeatable)")
     ap.add_argument("--out", type=Path, default=Path("runs/tool_update"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--box", action="store_true", help="also the tool prompted with the reference mask's box")
     args = ap.parse_args()
 
     samples = collect_pairs(args.data)
@@ -254,6 +256,9 @@ def main() -> None:
     done = {(r["id"], r["variant"]) for r in read_jsonl(path)}
     defaults = {f: getattr(tool, f) for v in args.variants for f in settings(v)}
     writer = JsonlAppender(path)
+    box_path = args.out / "box.jsonl"
+    box_done = {r["id"] for r in read_jsonl(box_path)}
+    box_writer = JsonlAppender(box_path)
     with progress_bar() as bar:
         task = bar.add_task("pairs", total=len(samples))
         for s in samples:
@@ -265,8 +270,13 @@ def main() -> None:
                     writer.write({**row, "variant": variant, "source": source_of(s)})
                     for field, value in defaults.items():
                         setattr(tool, field, value)
+            if args.box and s.id not in box_done:
+                image, gt = s.load()
+                box_iou = iou(tool.predict(image, box=gt_box(gt)).mask, gt) if gt.any() else None
+                box_writer.write({"id": s.id, "source": source_of(s), "box_iou": box_iou})
             bar.advance(task)
     writer.close()
+    box_writer.close()
 
     rows = [r for r in read_jsonl(path) if not r.get("error") and r["variant"] in args.variants]
     by = {u: {r["id"]: r for r in rows if r["variant"] == u} for u in args.variants}
@@ -295,6 +305,21 @@ def main() -> None:
                 [noc(c, 0.85, k_max) for c in base], [noc(c, 0.85, k_max) for c in curves]
             )
         summary["variants"][u] = s
+    boxes = {r["id"]: r["box_iou"] for r in read_jsonl(box_path) if r["box_iou"] is not None}
+    if args.box and set(ids) <= set(boxes):
+        values = [boxes[i] for i in ids]
+        per_src = defaultdict(list)
+        for i in ids:
+            per_src[by[args.variants[0]][i]["source"]].append(boxes[i])
+        summary["box_iou"] = {
+            "mean": float(np.mean(values)),
+            "ci": bootstrap_ci(values),
+            "per_source": {src: float(np.mean(v)) for src, v in sorted(per_src.items())},
+        }
+        print(
+            f"reference box prompt: IoU {np.mean(values):.3f} [{summary['box_iou']['ci'][0]:.3f}, "
+            f"{summary['box_iou']['ci'][1]:.3f}]"
+        )
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print("per source: n, IoU@1 / 5 / 10 of each setting")
     for src, v in summary["variants"][args.variants[0]]["per_source"].items():
