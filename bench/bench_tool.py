@@ -1,6 +1,6 @@
 """Segmentation tool speed: encoder ms, decoder ms per click (also with the local update rule,
-tools/local_update.py), and the cost of a 20-click
-episode relative to one encoder pass, with and without the embedding cache.
+tools/local_update.py, and its ratio to the global rule), and the cost of a 20-click episode
+relative to one encoder pass, with and without the embedding cache.
 
     python bench/bench_tool.py [--weights auto|original|clicks] [--threads 2]
 

@@ -136,7 +136,6 @@ class ServeConfig:
             raise IbisInputError("memory limits", "one image of max_pixels does not fit in max_image_bytes")
         if not self.policies:
             raise IbisInputError("--policy", "allow at least one policy")
-        if self.update != "global" and not self.tool.startswith("litemedsam"):
-            raise IbisInputError(
-                "--update", f"the {self.update} update rule is LiteMedSAM's; {self.tool} updates globally"
-            )
+        from ibisagent.tools import check_update_rule
+
+        check_update_rule(self.tool, self.update)

@@ -74,12 +74,10 @@ def run_guarded(fn, *args, **kwargs):
 
 
 def make_tool_from_opts(tool: str, strategy: str, update: str = "global"):
-    from ibisagent.errors import IbisInputError
-    from ibisagent.tools import make_tool
+    from ibisagent.tools import check_update_rule, make_tool
 
+    check_update_rule(tool, update)
     if not tool.startswith("litemedsam"):
-        if update != "global":
-            raise IbisInputError("--update", f"the {update} update rule is LiteMedSAM's; {tool} updates globally")
         return make_tool(tool)
     return make_tool(tool, strategy=strategy, update=update)
 

@@ -5,6 +5,14 @@ from __future__ import annotations
 from ibisagent.tools.base import Embedding, EmbeddingCache, SegmentationTool, ToolResult
 
 
+def check_update_rule(spec: str, update: str) -> None:
+    """Refuse an update rule other than "global" for a tool that has none (only LiteMedSAM has)."""
+    from ibisagent.errors import IbisInputError
+
+    if update != "global" and not spec.startswith("litemedsam"):
+        raise IbisInputError("--update", f"the {update} update rule is LiteMedSAM's; {spec} updates globally")
+
+
 def make_tool(spec: str = "litemedsam", **kwargs) -> SegmentationTool:
     """Build a tool from a short spec: "litemedsam", "litemedsam:original", "litemedsam:PATH.pt",
     "sam2:CONFIG.yaml:CHECKPOINT" / "medsam2:..." (the optional sam2 package; kwargs: see
@@ -40,4 +48,4 @@ def make_tool(spec: str = "litemedsam", **kwargs) -> SegmentationTool:
     )
 
 
-__all__ = ["Embedding", "EmbeddingCache", "SegmentationTool", "ToolResult", "make_tool"]
+__all__ = ["Embedding", "EmbeddingCache", "SegmentationTool", "ToolResult", "check_update_rule", "make_tool"]
