@@ -98,10 +98,13 @@ def measured_only(summary: dict, max_clicks: int) -> dict:
 
 
 def print_summary(summary: dict, console) -> None:
+    from rich.markup import escape
+
     from ibisagent.cli.common import narrow_table
 
     ks = list(summary["mean_iou_at"])
-    title = f"{summary.get('tool', '')}: oracle clicks, {summary['n']} pairs ({summary['errors']} skipped)"
+    # escape: the tool's name holds brackets ("litemedsam[clicks,points+prior]") that rich reads as markup
+    title = f"{escape(summary.get('tool', ''))}: oracle clicks, {summary['n']} pairs ({summary['errors']} skipped)"
     table = narrow_table(title, ("modality", "n", *[f"IoU@{k}" for k in ks], "NoC@80", "NoC@85", "NoC@90"))
 
     def add(name, s):

@@ -50,6 +50,7 @@ def test_simulate_table_shows_only_measured_clicks_in_80_columns(tmp_path, demo_
     )
     assert r.exit_code == 0, r.output
     assert "IoU@10" in r.output and "IoU@20" not in r.output
+    assert "litemedsam[clicks,points+prior]" in r.output  # the tool and its settings, not eaten as markup
     assert max(len(line) for line in r.output.splitlines()) <= 80
     assert "…" not in r.output  # nothing cut
 
