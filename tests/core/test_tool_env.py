@@ -214,6 +214,15 @@ def test_the_tool_gives_a_defined_answer_to_odd_prompts(tool, demo_samples):
     """Issue 40's bad input: clicks outside the image are clipped onto its border, a thousand clicks
     give one mask, empty and full masks as the prior are accepted, no clicks at all give a mask of
     the right shape, and a non-finite click or a points/labels mismatch is a one-line ValueError."""
+    for rule in ("global", "local"):  # the local update rule merges every prompt below but the first
+        tool.update = rule
+        try:
+            odd_prompts_are_defined(tool, demo_samples)
+        finally:
+            tool.update = "global"
+
+
+def odd_prompts_are_defined(tool, demo_samples):
     image, gt = demo_samples[0].load()
     H, W = gt.shape
     emb = tool.embed(image)
@@ -221,8 +230,11 @@ def test_the_tool_gives_a_defined_answer_to_odd_prompts(tool, demo_samples):
     border = tool.predict(emb, np.array([[0.0, 0.0], [W - 1.0, H - 1.0]]), np.array([1, 1]))
     assert np.array_equal(outside.mask, border.mask)
     rng = np.random.default_rng(0)
-    many = tool.predict(emb, rng.uniform(0, [W, H], (1000, 2)), rng.integers(0, 2, 1000))
+    clicks, labels = rng.uniform(0, [W, H], (1000, 2)), rng.integers(0, 2, 1000)
+    many = tool.predict(emb, clicks, labels)
     assert many.mask.shape == (H, W) and many.mask.dtype == bool
+    again = tool.predict(emb, clicks, labels, many.logits)  # a thousand clicks on a prior
+    assert again.mask.shape == (H, W) and again.logits.shape == many.logits.shape
     for prior in (np.zeros((H, W), bool), np.ones((H, W), bool)):
         out = tool.predict(emb, np.array([[W / 2, H / 2]]), np.array([1]), tool.mask_to_logits(emb, prior))
         assert out.mask.shape == (H, W) and np.isfinite(out.score)
